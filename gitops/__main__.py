@@ -1,0 +1,3 @@
+from gitops.cli.main import main
+
+main()

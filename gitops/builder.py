@@ -1,0 +1,79 @@
+"""The build phase: one immutable image per build, ``kalpana/<name>:<build-id>``.
+
+Either a generated Dockerfile (base image + source copied to working_dir +
+build_command run there) or the source's own Dockerfile. Nothing running is
+touched here, so a failed build changes nothing that serves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from gitops import labels as L
+from gitops.errors import BuildFailed
+from gitops.runtime.docker_runtime import DockerRuntime, dumps_labels, tar_context
+from gitops.source import Revision
+from gitops.spec import BUILD_FIELDS, Desired
+
+
+def dockerfile_for(desired: Desired, has_source: bool, labels: dict[str, str]) -> str:
+    """The Dockerfile Kalpana generates when the deployment sets no ``dockerfile``."""
+    spec = desired.spec
+    lines = [f"FROM {desired.image}", label_line(labels), f"WORKDIR {spec.working_dir}"]
+    if has_source:
+        lines.append(f"COPY src/ {spec.working_dir}/")
+    if spec.build_command:
+        # Exec form with an explicit shell: the base image's SHELL/entrypoint must not matter.
+        lines.append("RUN " + json.dumps(["/bin/sh", "-c", spec.build_command]))
+    return "\n".join(lines) + "\n"
+
+
+def label_line(labels: dict[str, str]) -> str:
+    """One LABEL instruction: the build API's ``labels=`` costs one intermediate container per label."""
+    return "LABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
+
+
+def image_labels(instance: str, desired: Desired, revision: Revision, build_id: str) -> dict[str, str]:
+    """Labels on a built image: enough for the planner to reuse it without rebuilding."""
+    return {**L.base_labels(instance, desired.name), L.BUILD_ID: build_id, L.BUILD_HASH: desired.build_hash,
+            L.REVISION: revision.revision,
+            L.FIELD_HASHES: dumps_labels({f: desired.hashes[f] for f in BUILD_FIELDS})}
+
+
+class Builder:
+    """Turns a deployment at a revision into an image, streaming the build's output."""
+
+    def __init__(self, runtime: DockerRuntime, instance: str):
+        self.runtime = runtime
+        self.instance = instance
+
+    def build(self, desired: Desired, revision: Revision, build_id: str, on_line: Callable[[str], None]) -> str:
+        """Build and tag the image; returns the tag. BuildFailed says what to fix."""
+        spec = desired.spec
+        tag = L.image_tag(self.instance, desired.name, build_id)
+        labels = image_labels(self.instance, desired, revision, build_id)
+        if spec.dockerfile:
+            if revision.path is None:
+                raise BuildFailed(f"{desired.file}: dockerfile is set but the deployment has no source to build")
+            if not (revision.path / spec.dockerfile).is_file():
+                raise BuildFailed(f"{desired.file}: dockerfile {spec.dockerfile!r} not found in {revision.path}: "
+                                  "fix the path (it is relative to the source)")
+            # The user's Dockerfile plus our LABEL line (it lands on the final stage, the one tagged).
+            ours = ".kalpana.Dockerfile"
+            text = (revision.path / spec.dockerfile).read_text().rstrip("\n") + "\n" + label_line(labels) + "\n"
+            context = tar_context({ours: text.encode()}, {".": revision.path})
+            dockerfile = ours
+        else:
+            if not desired.image:
+                raise BuildFailed(f"{desired.file}: no base image to build on: set `image` (e.g. python:3.12-slim) "
+                                  "in the deployment file, default_image in kalpana.yaml, or `dockerfile` to build "
+                                  "the source's own Dockerfile")
+            self.runtime.ensure_image(desired.image)
+            has_source = revision.path is not None
+            context = tar_context({"Dockerfile": dockerfile_for(desired, has_source, labels).encode()},
+                                  {"src": revision.path} if has_source else {})
+            dockerfile = "Dockerfile"
+        for line in self.runtime.build(context, tag=tag, dockerfile=dockerfile):
+            on_line(line)
+        return tag

@@ -1,0 +1,1 @@
+"""The `kalpana` command line: parse options, call one core function, render the result."""

@@ -1,0 +1,113 @@
+"""Commands about files and plans: validate, schema, plan, apply."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.markup import escape
+
+from gitops.cli.main import Context, cli
+from gitops.cli.render import Progress, out_console, plan_table, print_json
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def validate(obj: Context, as_json: bool) -> None:
+    """Check kalpana.yaml and every deployment file; exit 1 on any error."""
+    from gitops.loader import load_directory
+    s = obj.settings
+    load = load_directory(s.deployments_path, workspace=s.workspace_path, default_image=s.default_image)
+    if as_json:
+        print_json({"ok": load.ok, "deployments": sorted(load.desired), "files": [str(f) for f in load.files],
+                    "errors": [{"file": e.file, "line": e.line, "field": e.field, "message": e.message, "text": str(e)}
+                               for e in load.errors]})
+    else:
+        console = out_console()
+        for error in load.errors:
+            console.print(f"[red]{escape(str(error))}[/red]")
+        if load.ok:
+            console.print(f"[green]ok[/green]: {len(load.desired)} deployment(s) in {len(load.files)} file(s)")
+        else:
+            console.print(f"{len(load.errors)} error(s); {len(load.desired)} deployment(s) valid")
+    sys.exit(0 if load.ok else 1)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of a deployment file (for editors)."""
+    from gitops.loader import dumps_schema
+    click.echo(dumps_schema())
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--no-prune", is_flag=True, help="Keep containers no file declares.")
+@click.option("--exit-code", "-e", "exit_code", is_flag=True, help="Exit 2 when changes are pending.")
+@json_option
+@pass_ctx
+def plan(obj: Context, names: tuple[str, ...], no_prune: bool, exit_code: bool, as_json: bool) -> None:
+    """Show what `apply` would do, changing nothing."""
+    engine = obj.engine()
+    result, load = engine.plan(list(names) or None, prune=not no_prune)
+    _show_plan(result, load, as_json)
+    if not load.ok:
+        sys.exit(1)
+    if exit_code and result.changes:
+        sys.exit(2)
+
+
+def _show_plan(result, load, as_json: bool) -> None:
+    if as_json:
+        print_json({**result.to_dict(), "errors": [str(e) for e in load.errors]})
+        return
+    console = out_console()
+    for error in load.errors:
+        console.print(f"[red]{escape(str(error))}[/red]")
+    if result.steps:
+        console.print(plan_table(result))
+    else:
+        console.print("no deployments declared")
+    if result.prune_note and not result.prune:
+        console.print(f"[yellow]{escape(result.prune_note)}[/yellow]")
+    console.print(f"{len(result.changes)} change(s) pending")
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--no-prune", is_flag=True, help="Keep containers no file declares.")
+@click.option("--dry-run", is_flag=True, help="Only show the plan (same as `kalpana plan`).")
+@json_option
+@pass_ctx
+def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, as_json: bool) -> None:
+    """Make Docker match the files: build and deploy what changed, prune what is gone."""
+    if dry_run:
+        engine = obj.engine()
+        result, load = engine.plan(list(names) or None, prune=not no_prune)
+        _show_plan(result, load, as_json)
+        sys.exit(0 if load.ok else 1)
+    progress = Progress(to_stderr=as_json)
+    try:
+        result = obj.engine(progress).apply(list(names) or None, prune=not no_prune)
+    finally:
+        progress.close()
+    summarize(result, as_json)
+
+
+def summarize(result, as_json: bool) -> None:
+    """Print what an apply did and exit 1 when anything failed."""
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        console = out_console()
+        for error in result.load.errors:
+            console.print(f"[red]{escape(str(error))}[/red]")
+        failed = [o for o in result.outcomes if not o.ok]
+        changed = [o for o in result.outcomes if o.ok]
+        unchanged = len(result.plan.steps) - len(result.outcomes)
+        console.print(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged")
+    sys.exit(0 if result.ok else 1)

@@ -1,0 +1,95 @@
+"""Entry point: the click group, shared options, and the translation of errors.
+
+Expected errors (KalpanaError) become one red line and a non-zero exit;
+anything else prints a short line and where the traceback was written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from functools import cached_property
+
+import click
+
+from gitops.errors import KalpanaError
+
+
+class Context:
+    """Builds the core objects lazily, so `kalpana validate` never needs Docker."""
+
+    def __init__(self, config: str | None):
+        self.config = config
+
+    @cached_property
+    def settings(self):
+        from gitops.config import load_settings
+        return load_settings(self.config)
+
+    @cached_property
+    def runtime(self):
+        from gitops.runtime.docker_runtime import DockerRuntime
+        return DockerRuntime.connect(self.settings.docker_host)
+
+    @cached_property
+    def history(self):
+        from gitops.history import History
+        return History(self.settings.state_path)
+
+    def engine(self, progress=None):
+        from gitops.engine import Engine
+        from gitops.events import Events
+        events = Events()
+        if progress is not None:
+            events.subscribe(progress)
+        return Engine(self.settings, self.runtime, self.history, events)
+
+
+class KalpanaGroup(click.Group):
+    """Translates errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KalpanaError as exc:
+            _error(str(exc))
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _error("interrupted")
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            fd, path = tempfile.mkstemp(prefix="kalpana-crash-", suffix=".log")
+            with os.fdopen(fd, "w") as handle:
+                traceback.print_exc(file=handle)
+            _error(f"unexpected error: {type(exc).__name__}: {exc} (traceback written to {path}; please report it)")
+            sys.exit(70)
+
+
+def _error(message: str) -> None:
+    from gitops.cli.render import err_console
+    from rich.markup import escape
+    lines = message.splitlines() or [""]
+    console = err_console()
+    console.print(f"[red]error:[/red] {escape(lines[0])}")
+    for line in lines[1:]:
+        console.print(f"  {escape(line)}")
+
+
+@click.group(cls=KalpanaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", metavar="FILE", envvar="KALPANA_CONFIG",
+              help="Settings file (default ./kalpana.yaml; a missing default file means defaults).")
+@click.version_option(package_name="kalpana", prog_name="kalpana")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Kalpana: deploy the apps declared in deployments.d/*.yaml to Docker, GitOps style."""
+    ctx.obj = Context(config)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from gitops.cli import commands, operate  # noqa: F401 - registers the commands
+    cli(prog_name="kalpana")

@@ -1,0 +1,119 @@
+"""Turning core events and results into terminal output (rich), plain lines or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gitops.events import Event, EventKind
+from gitops.plan import Action, Plan
+
+ACTION_STYLE = {Action.CREATE: "green", Action.REBUILD: "yellow", Action.REDEPLOY: "cyan", Action.START: "blue",
+                Action.STOP: "magenta", Action.REMOVE: "red", Action.NOOP: "dim"}
+STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "CANCELLED": "yellow", "BUILDING": "cyan", "PENDING": "dim",
+                "running": "green", "failed": "red", "stopped": "yellow", "building": "cyan", "not deployed": "dim"}
+
+
+def out_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class Progress:
+    """Renders engine events live: a spinner on a terminal, plain lines otherwise.
+
+    With ``to_stderr`` (used by --json) progress goes to stderr so stdout stays one JSON document.
+    """
+
+    def __init__(self, to_stderr: bool = False):
+        self.console = err_console() if to_stderr else out_console()
+        self.live = self.console.is_terminal
+        self._status = None
+
+    def __call__(self, event: Event) -> None:
+        name = f"[bold]{escape(event.deployment)}[/bold] " if event.deployment else ""
+        message = escape(event.message)
+        kind = event.kind
+        if kind is EventKind.LOG:
+            self.console.print(f"  [dim]{escape(event.deployment or '')} |[/dim] {message}")
+            return
+        if kind is EventKind.STEP_START:
+            self.console.print(f"{name}[bold]{event.data.get('action', '')}[/bold]: {message}")
+            self._spin(f"{event.deployment}: {event.data.get('action', '')}")
+        elif kind is EventKind.PHASE:
+            self.console.print(f"  {name}-> {message}")
+            self._spin(f"{event.deployment}: {event.message}")
+        elif kind is EventKind.STEP_DONE:
+            self._stop()
+            self.console.print(f"[green]OK[/green] {name}{message}")
+        elif kind is EventKind.STEP_FAILED:
+            self._stop()
+            self.console.print(f"[red]FAILED[/red] {name}{message}")
+        elif kind in (EventKind.WARNING, EventKind.LOCK_WAIT):
+            self.console.print(f"[yellow]![/yellow] {name}{message}")
+        elif kind is EventKind.RECOVERED:
+            self.console.print(f"[yellow]recovered[/yellow] {name}{message}")
+
+    def _spin(self, text: str) -> None:
+        if not self.live:
+            return
+        if self._status is None:
+            self._status = self.console.status(escape(text))
+            self._status.start()
+        else:
+            self._status.update(escape(text))
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def close(self) -> None:
+        self._stop()
+
+
+def plan_table(plan: Plan) -> Table:
+    """The plan as a table: deployment, action, reason."""
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("DEPLOYMENT", style="bold")
+    table.add_column("ACTION")
+    table.add_column("REASON", overflow="fold")
+    for step in plan.steps:
+        style = ACTION_STYLE[step.action]
+        table.add_row(escape(step.name), f"[{style}]{step.action.value}[/{style}]", escape(step.reason))
+    return table
+
+
+def styled(value: str | None) -> str:
+    if value is None:
+        return "-"
+    style = STATUS_STYLE.get(value)
+    return f"[{style}]{escape(value)}[/{style}]" if style else escape(value)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24}h"

@@ -1,0 +1,128 @@
+"""Settings: kalpana.yaml, then a .env file beside it, then the environment.
+
+Precedence, lowest first: built-in defaults < kalpana.yaml < .env < process
+environment. Every key has a ``KALPANA_<KEY>`` override; the guide's own
+``TRAEFIK_BASE_URL`` / ``TRAEFIK_EMAIL`` / ``TRAEFIK_NETWORK`` work too, and
+the Docker client honours ``DOCKER_HOST``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gitops.errors import ConfigError
+
+DEFAULT_CONFIG = "kalpana.yaml"
+
+
+class Settings(BaseModel):
+    """Global settings of one Kalpana instance (every key is documented in kalpana.yaml.example)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployments_dir: Path = Field(Path("deployments.d"), description="Directory of deployment files.")
+    workspace: Path = Field(Path("."), description="Root that local `source.path`s are relative to.")
+    state_dir: Path = Field(Path(".kalpana"), description="Build history, locks and build logs.")
+    instance: str = Field("default", pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$",
+                          description="Labels carry it: two instances on one Docker host never touch each other.")
+    default_image: str | None = Field(None, description="Base image for deployments that set no `image`.")
+    docker_host: str | None = Field(None, description="Docker address; defaults to DOCKER_HOST or the local socket.")
+    lock_timeout: float = Field(300.0, ge=0, description="Seconds an apply waits for another one to finish.")
+    stop_timeout: int = Field(10, ge=0, description="Seconds a container gets to stop before it is killed.")
+    keep_images: int = Field(5, ge=1, description="Images kept per deployment (rollback targets); older ones are removed.")
+    log_tail: int = Field(20, ge=0, description="Container log lines quoted when a new container fails.")
+    traefik_base_url: str | None = Field(None, description="Base domain for subdomain routing (TRAEFIK_BASE_URL).")
+    traefik_email: str | None = Field(None, description="Let's Encrypt account email (TRAEFIK_EMAIL).")
+    traefik_network: str = Field("traefik-proxy", description="Docker network shared with Traefik (TRAEFIK_NETWORK).")
+
+    # Where the settings came from; relative paths above resolve against it.
+    config_dir: Path = Field(Path("."), exclude=True)
+
+    @field_validator("traefik_base_url")
+    @classmethod
+    def _bare_domain(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        value = value.strip().removeprefix("https://").removeprefix("http://").strip("/")
+        if "/" in value or " " in value or "." not in value:
+            raise ValueError("must be a domain such as example.com")
+        return value
+
+    @field_validator("traefik_email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value and "@" not in value:
+            raise ValueError("must be an email address (Let's Encrypt sends expiry notices there)")
+        return value or None
+
+    def _resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.config_dir / path).resolve()
+
+    @property
+    def deployments_path(self) -> Path:
+        return self._resolve(self.deployments_dir)
+
+    @property
+    def workspace_path(self) -> Path:
+        return self._resolve(self.workspace)
+
+    @property
+    def state_path(self) -> Path:
+        return self._resolve(self.state_dir)
+
+
+KEYS = [k for k in Settings.model_fields if k != "config_dir"]
+# The guide's names, honoured as they are.
+GUIDE_ENV = {"TRAEFIK_BASE_URL": "traefik_base_url", "TRAEFIK_EMAIL": "traefik_email",
+             "TRAEFIK_NETWORK": "traefik_network", "DOCKER_HOST": "docker_host"}
+
+
+def _overrides(env: Mapping[str, str | None]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for var, key in GUIDE_ENV.items():
+        if env.get(var) not in (None, ""):
+            found[key] = env[var]
+    for key in KEYS:
+        value = env.get(f"KALPANA_{key.upper()}")
+        if value not in (None, ""):
+            found[key] = value
+    return found
+
+
+def load_settings(config: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings; ``config`` defaults to ./kalpana.yaml, and a missing default file means defaults."""
+    environ = os.environ if environ is None else environ
+    explicit = config is not None or bool(environ.get("KALPANA_CONFIG"))
+    path = Path(config or environ.get("KALPANA_CONFIG") or DEFAULT_CONFIG)
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}): fix the syntax") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: must be a mapping of settings (see kalpana.yaml.example)")
+        data.update(loaded)
+    elif explicit:
+        raise ConfigError(f"config file {path} not found: check -c/--config or create it from kalpana.yaml.example")
+    dotenv = path.parent / ".env"
+    if dotenv.is_file():
+        data.update(_overrides(dotenv_values(dotenv)))
+    data.update(_overrides(environ))
+    data["config_dir"] = path.parent.resolve()
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        hint = " (unknown key: see kalpana.yaml.example for every key)" if first["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"{path}: {field}: {first['msg']}{hint}") from None
+

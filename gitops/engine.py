@@ -1,0 +1,370 @@
+"""Executes plans: source -> build -> deploy -> record, emitting events as it goes.
+
+``Engine.plan`` and ``Engine.apply`` share one function (``_prepare``); only
+``apply`` and the operating commands touch Docker beyond one listing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gitops import labels as L
+from gitops import routing
+from gitops.builder import Builder
+from gitops.config import Settings
+from gitops.deployer import Deployer
+from gitops.errors import BuildFailed, Cancelled, DeployFailed, KalpanaError, SourceError, SpecError, UnknownDeployment
+from gitops.events import EventKind, Events
+from gitops.history import Build, BuildStatus, History, Trigger, now_iso
+from gitops.loader import LoadResult, load_directory
+from gitops.lock import ApplyLock
+from gitops.masking import Masker
+from gitops.plan import Action, Plan, Step, make_plan
+from gitops.runtime.docker_runtime import DockerRuntime
+from gitops.runtime.objects import Container, Observed
+from gitops.source import NO_SOURCE, Revision, resolve
+from gitops.spec import Desired
+
+
+@dataclass
+class Outcome:
+    """What one executed step came to."""
+
+    step: Step
+    ok: bool
+    build: Build | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {**self.step.to_dict(), "ok": self.ok, "error": self.error,
+                "build": self.build.to_dict() if self.build else None}
+
+
+@dataclass
+class ApplyResult:
+    """A plan and what executing it did."""
+
+    plan: Plan
+    load: LoadResult
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.load.ok and all(o.ok for o in self.outcomes)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "plan": self.plan.to_dict(), "errors": [str(e) for e in self.load.errors],
+                "results": [o.to_dict() for o in self.outcomes]}
+
+
+class Engine:
+    """Makes the Docker host match the deployment files of one Kalpana instance."""
+
+    def __init__(self, settings: Settings, runtime: DockerRuntime, history: History, events: Events | None = None):
+        self.settings = settings
+        self.runtime = runtime
+        self.history = history
+        self.events = events or Events()
+        self.instance = settings.instance
+        self.builder = Builder(runtime, self.instance)
+        self.deployer = Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout, log_tail=settings.log_tail)
+
+    # -- reading ---------------------------------------------------------
+
+    def load(self) -> LoadResult:
+        """Load and validate every deployment file."""
+        return load_directory(self.settings.deployments_path, workspace=self.settings.workspace_path,
+                              default_image=self.settings.default_image)
+
+    def desired(self, name: str) -> Desired:
+        """The loaded spec of one deployment; UnknownDeployment (listing the known ones) otherwise."""
+        load = self.load()
+        if name not in load.desired:
+            if load.errors:
+                raise KalpanaError(f"deployment {name!r} is not loaded; the files have errors:\n" +
+                                   "\n".join(str(e) for e in load.errors))
+            raise UnknownDeployment(name, list(load.desired))
+        return load.desired[name]
+
+    def plan(self, names: list[str] | None = None, prune: bool = True) -> tuple[Plan, LoadResult]:
+        """Compute the plan (one listing of Docker, no changes)."""
+        plan, load, _ = self._prepare(names, prune)
+        return plan, load
+
+    def _prepare(self, names: list[str] | None, prune: bool,
+                 observed: Observed | None = None) -> tuple[Plan, LoadResult, dict[str, Revision]]:
+        load = self.load()
+        observed = observed or self.runtime.observe(self.instance)
+        only = set(names) if names else None
+        unknown = (only or set()) - set(load.desired)
+        if unknown and unknown - set(observed.containers):
+            missing = sorted(unknown)[0]
+            if not load.ok:
+                raise KalpanaError(f"deployment {missing!r} is not loaded; the files have errors:\n"
+                                   + "\n".join(str(e) for e in load.errors))
+            raise UnknownDeployment(missing, sorted(load.desired))
+        revisions: dict[str, Revision] = {}
+        for name, d in load.desired.items():
+            if only and name not in only:
+                continue
+            try:
+                revisions[name] = resolve(d.spec.source, self.settings.workspace_path) if d.spec.enabled else NO_SOURCE
+            except SourceError as exc:
+                load.errors.append(SpecError(d.file, d.line, "source", str(exc)))
+        for error in load.errors:
+            for name in list(load.desired):
+                if load.desired[name].file == error.file and name not in revisions and (not only or name in only):
+                    del load.desired[name]
+        note = None
+        if not load.ok:
+            note = f"pruning skipped: {len(load.errors)} file error(s) this run"
+        plan = make_plan(load.desired, {n: r.revision for n, r in revisions.items()}, observed,
+                         stopped=self.history.stopped(), prune=prune and load.ok, prune_note=note if prune else
+                         "--no-prune", only=only)
+        return plan, load, revisions
+
+    # -- changing --------------------------------------------------------
+
+    def apply(self, names: list[str] | None = None, *, prune: bool = True, trigger: Trigger = Trigger.MANUAL,
+              force: bool = False) -> ApplyResult:
+        """Execute the plan under the apply lock. ``force`` rebuilds the named deployments even if up to date."""
+        with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
+            observed = self._recover()
+            plan, load, revisions = self._prepare(names, prune, observed)
+            if plan.prune_note and prune:
+                self.events.emit(EventKind.WARNING, None, plan.prune_note)
+            result = ApplyResult(plan, load)
+            for step in plan.steps:
+                if force and step.desired and step.action in (Action.NOOP, Action.START, Action.REDEPLOY) \
+                        and step.desired.spec.enabled:
+                    step = Step(step.name, Action.REBUILD, "deploy requested by the operator", step.desired,
+                                step.container, None, step.revision)
+                if not step.changes:
+                    continue
+                result.outcomes.append(self._execute(step, revisions.get(step.name, NO_SOURCE), trigger, force))
+            return result
+
+    def _execute(self, step: Step, revision: Revision, trigger: Trigger, force: bool) -> Outcome:
+        self.events.emit(EventKind.STEP_START, step.name, step.reason, action=step.action.value)
+        try:
+            if step.action in (Action.CREATE, Action.REBUILD):
+                build = self._build_and_deploy(step, revision, trigger, action="deploy" if force else step.action.value)
+                return self._done(step, build)
+            if step.action is Action.REDEPLOY:
+                image_build = step.container.build_id or "unknown"
+                build = self._deploy_image(step, step.container.image, image_build, revision.revision, trigger,
+                                           action="redeploy", revision_info=revision)
+                return self._done(step, build)
+            if step.action is Action.START:
+                if step.container is not None:
+                    self.deployer.start_existing(step.desired, step.container)
+                    return self._done(step, None)
+                build = self._deploy_image(step, step.image.tag, step.image.build_id or "unknown", revision.revision,
+                                           trigger, action="start", revision_info=revision)
+                return self._done(step, build)
+            if step.action is Action.STOP:
+                self.deployer.stop(step.container)
+                return self._done(step, None)
+            if step.action is Action.REMOVE:
+                self.deployer.remove(step.container)
+                for image in self.runtime.observe(self.instance).images.get(step.name, []):
+                    self.runtime.remove_image(image.id)
+                return self._done(step, None)
+        except KalpanaError as exc:
+            if isinstance(exc, Cancelled):
+                raise
+            self.events.emit(EventKind.STEP_FAILED, step.name, str(exc))
+            return Outcome(step, False, getattr(exc, "build", None), str(exc))
+        raise AssertionError(f"unhandled action {step.action}")
+
+    def _done(self, step: Step, build: Build | None) -> Outcome:
+        self.events.emit(EventKind.STEP_DONE, step.name, step.action.value,
+                         build=build.to_dict() if build else None)
+        return Outcome(step, True, build)
+
+    def _build_and_deploy(self, step: Step, revision: Revision, trigger: Trigger, action: str) -> Build:
+        d = step.desired
+        masker = self._masker(d)
+        record = self.history.new_build(d.name, trigger, action, reason=step.reason, revision=revision.revision,
+                                        commit_hash=revision.commit_hash, commit_message=revision.commit_message,
+                                        branch=revision.branch)
+        durations: dict[str, float] = {}
+        try:
+            self.history.update(record.id, status=BuildStatus.BUILDING, started_at=now_iso())
+            self._phase(record, d.name, f"building {L.image_tag(self.instance, d.name, record.id)}"
+                        + (f" at {revision.short}" if revision.revision else ""))
+            began = time.monotonic()
+
+            def on_line(line: str) -> None:
+                line = masker.mask(line)
+                self.history.append_log(record.id, line + "\n")
+                self.events.emit(EventKind.LOG, d.name, line, build_id=record.id)
+
+            tag = self.builder.build(d, revision, record.id, on_line)
+            durations["build"] = round(time.monotonic() - began, 3)
+            self.history.update(record.id, image=tag, durations=dict(durations))
+            return self._rollout(record, step, tag, revision.revision, durations, masker)
+        except KeyboardInterrupt:
+            self._finish(record, BuildStatus.CANCELLED, "cancelled by the operator (Ctrl-C); what runs was not changed",
+                         durations)
+            raise Cancelled(f"{d.name}: build {record.id} cancelled; the running deployment was left as it was") from None
+        except KalpanaError as exc:
+            message = masker.mask(str(exc))
+            self.history.append_log(record.id, f"ERROR: {message}\n")
+            failed = self._finish(record, BuildStatus.FAILED, message, durations)
+            kept = " (the running version was left as it was)" if step.container else ""
+            err = type(exc)(f"{d.name}: {message}{kept}") if isinstance(exc, (BuildFailed, DeployFailed)) \
+                else KalpanaError(f"{d.name}: {message}{kept}")
+            err.build = failed
+            raise err from None
+
+    def _deploy_image(self, step: Step, image: str, image_build: str, revision: str, trigger: Trigger, *,
+                      action: str, revision_info: Revision | None = None) -> Build:
+        d = step.desired
+        masker = self._masker(d)
+        info = revision_info or NO_SOURCE
+        record = self.history.new_build(d.name, trigger, action, reason=step.reason, revision=revision, image=image,
+                                        commit_hash=info.commit_hash, commit_message=info.commit_message,
+                                        branch=info.branch)
+        try:
+            self.history.update(record.id, status=BuildStatus.BUILDING, started_at=now_iso())
+            return self._rollout(record, step, image, revision, {"build": 0.0}, masker, image_build=image_build)
+        except KeyboardInterrupt:
+            self._finish(record, BuildStatus.CANCELLED, "cancelled by the operator (Ctrl-C)", {})
+            raise Cancelled(f"{d.name}: {action} cancelled; the previous container was restored") from None
+        except KalpanaError as exc:
+            message = masker.mask(str(exc))
+            self.history.append_log(record.id, f"ERROR: {message}\n")
+            failed = self._finish(record, BuildStatus.FAILED, message, {})
+            err = KalpanaError(f"{d.name}: {message}")
+            err.build = failed
+            raise err from None
+
+    def _rollout(self, record: Build, step: Step, tag: str, revision: str, durations: dict[str, float],
+                 masker: Masker, image_build: str | None = None) -> Build:
+        d = step.desired
+        old = step.container
+        current_port = old.host_port if old else None
+        port = routing.host_port(d, self.history, current=current_port)
+        self._phase(record, d.name, f"deploying {tag}" + (f" on {routing.url(port)}" if port else ""))
+        rollout = self.deployer.rollout(d, tag, build_id=image_build or record.id, revision=revision, old=old,
+                                        host_port=port, on_phase=lambda text: self._phase(record, d.name, text))
+        durations["deploy"] = round(rollout.deploy_seconds, 3)
+        if rollout.gap_seconds is not None:
+            durations["gap"] = round(rollout.gap_seconds, 3)
+        self._phase(record, d.name, "healthy; " + (f"serving on {routing.url(port)}" if port else "running"))
+        build = self._finish(record, BuildStatus.SUCCESS, None, durations)
+        self._prune_images(d.name, keep=self.settings.keep_images)
+        return build
+
+    def _finish(self, record: Build, status: BuildStatus, error: str | None, durations: dict[str, float]) -> Build:
+        return self.history.finish(record.id, status, error_message=error, durations=dict(durations))
+
+    def _phase(self, record: Build, name: str, text: str) -> None:
+        self.history.append_log(record.id, f"==> {text}\n")
+        self.events.emit(EventKind.PHASE, name, text, build_id=record.id)
+
+    def _masker(self, d: Desired) -> Masker:
+        return Masker(list(d.env.values()) + ([d.spec.webhook_secret] if d.spec.webhook_secret else []))
+
+    def _prune_images(self, name: str, keep: int) -> None:
+        """Keep the newest ``keep`` images of a deployment (rollback targets); older ones go."""
+        observed = self.runtime.observe(self.instance)
+        in_use = {c.image for c in observed.containers.values()} | {c.image for c in observed.extra}
+        for image in observed.images.get(name, [])[keep:]:
+            if image.tag not in in_use and image.id not in in_use:
+                self.runtime.remove_image(image.id)
+
+    def _recover(self) -> Observed:
+        """Repair what an interrupted run left (BUILDING records, half-swapped containers); returns the observation."""
+        for build in self.history.mark_interrupted():
+            self.events.emit(EventKind.RECOVERED, build.deployment,
+                             f"build {build.id} was interrupted (process gone); marked FAILED")
+        observed = self.runtime.observe(self.instance)
+        repaired = False
+        for leftover in observed.extra:
+            current = observed.containers.get(leftover.deployment)
+            if leftover.retiring and current is not None and not current.retiring:
+                self.runtime.remove(leftover.id)
+                repaired = True
+                self.events.emit(EventKind.RECOVERED, leftover.deployment, f"removed leftover {leftover.name}")
+        for name, container in observed.containers.items():
+            if container.retiring:  # the swap died before the new container existed: put the old one back
+                self.runtime.rename(container.id, L.container_name(self.instance, name))
+                if not container.running:
+                    self.runtime.start(container.id)
+                repaired = True
+                self.events.emit(EventKind.RECOVERED, name, f"restored {container.name} after an interrupted deploy")
+        return self.runtime.observe(self.instance) if repaired else observed
+
+    # -- operating commands ---------------------------------------------
+
+    def deploy(self, name: str, trigger: Trigger = Trigger.MANUAL) -> ApplyResult:
+        """Rebuild and redeploy one deployment now, even if nothing changed."""
+        self.desired(name)
+        self.history.set_stopped(name, False)
+        return self.apply([name], prune=False, trigger=trigger, force=True)
+
+    def stop(self, name: str) -> Container | None:
+        """The guide's stop: stop the container and keep it stopped across applies until ``start``."""
+        self._known(name)
+        with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
+            self.history.set_stopped(name, True)
+            container = self.runtime.observe(self.instance).containers.get(name)
+            if container and container.running:
+                self.deployer.stop(container)
+            return container
+
+    def start(self, name: str) -> ApplyResult:
+        """Undo ``stop``: clear the operator's stop and apply that deployment."""
+        self.desired(name)
+        self.history.set_stopped(name, False)
+        return self.apply([name], prune=False)
+
+    def rollback(self, name: str, to: str | None = None) -> Build:
+        """Redeploy the image of an earlier successful build, without rebuilding; recorded as its own build."""
+        d = self.desired(name)
+        with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
+            observed = self._recover()
+            current = observed.containers.get(name)
+            target = self._rollback_target(name, to, current)
+            revision = target.revision or ""
+            # The container is labelled with the *current* desired hashes and revision: the operator said
+            # this image satisfies them, so the next apply keeps it until the files or the source change.
+            desired_revision = resolve(d.spec.source, self.settings.workspace_path).revision
+            step = Step(name, Action.REDEPLOY, f"rollback to build {target.id}", d, current, None, desired_revision)
+            self.events.emit(EventKind.STEP_START, name, step.reason, action="rollback")
+            try:
+                build = self._deploy_image(step, target.image, target.id, desired_revision, Trigger.MANUAL,
+                                           action="rollback",
+                                           revision_info=Revision(revision, None, target.commit_hash,
+                                                                  target.commit_message, target.branch))
+            except KalpanaError as exc:
+                self.events.emit(EventKind.STEP_FAILED, name, str(exc))
+                raise
+            self.events.emit(EventKind.STEP_DONE, name, "rollback", build=build.to_dict())
+            return build
+
+    def _rollback_target(self, name: str, to: str | None, current: Container | None) -> Build:
+        if to:
+            build = self.history.get(to)
+            if build is None or build.deployment != name:
+                raise KalpanaError(f"no build {to!r} of {name}: see `kalpana builds {name}`")
+            if build.status is not BuildStatus.SUCCESS or not build.image:
+                raise KalpanaError(f"build {build.id} did not succeed ({build.status.value}): pick a SUCCESS build")
+            if not self.runtime.image_exists(build.image):
+                raise KalpanaError(f"the image of build {build.id} ({build.image}) is gone: pick a newer build")
+            return build
+        current_image = current.image if current else None
+        for build in self.history.list(name):
+            if build.status is BuildStatus.SUCCESS and build.image and build.image != current_image \
+                    and self.runtime.image_exists(build.image):
+                return build
+        raise KalpanaError(f"{name} has no earlier successful build whose image still exists: nothing to roll back to")
+
+    def _known(self, name: str) -> None:
+        load = self.load()
+        if name not in load.desired and name not in self.runtime.observe(self.instance).containers:
+            raise UnknownDeployment(name, list(load.desired))
+

@@ -1,0 +1,37 @@
+"""Is a freshly started container ready? Probes from the host."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+
+from gitops.spec import HealthCheck, HealthKind
+
+
+def probe(check: HealthCheck, host_port: int | None, host: str = "127.0.0.1") -> tuple[bool, str]:
+    """One probe: (healthy, what was seen). Without a host port only NONE can pass."""
+    if check.type is HealthKind.NONE or host_port is None:
+        return True, "running"
+    if check.type is HealthKind.TCP:
+        try:
+            with socket.create_connection((host, host_port), timeout=1.0) as sock:
+                # Docker's proxy accepts the connection even when nothing listens behind it,
+                # then closes it: a read that returns EOF at once means "not yet".
+                sock.settimeout(0.05)
+                try:
+                    if sock.recv(1) == b"":
+                        return False, f"port {host_port} closed the connection"
+                except socket.timeout:
+                    pass
+                return True, f"port {host_port} accepts connections"
+        except OSError as exc:
+            return False, f"port {host_port}: {exc.strerror or exc}"
+    conn = http.client.HTTPConnection(host, host_port, timeout=2.0)
+    try:
+        conn.request("GET", check.path or "/")
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return False, f"GET {check.path}: {getattr(exc, 'strerror', None) or exc}"
+    finally:
+        conn.close()
+    return status < 500, f"GET {check.path} -> {status}"

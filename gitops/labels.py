@@ -1,0 +1,53 @@
+"""Label keys and the naming of containers and images.
+
+Every key Kalpana writes onto Docker objects lives here, so that the
+observer, the planner and the tests agree on one spelling.
+"""
+
+from __future__ import annotations
+
+PREFIX = "dev.kalpana"
+
+MANAGED_BY = f"{PREFIX}.managed-by"
+MANAGED_BY_VALUE = "kalpana"
+INSTANCE = f"{PREFIX}.instance"
+DEPLOYMENT = f"{PREFIX}.deployment"
+BUILD_HASH = f"{PREFIX}.build-hash"
+RUNTIME_HASH = f"{PREFIX}.runtime-hash"
+FIELD_HASHES = f"{PREFIX}.field-hashes"
+REVISION = f"{PREFIX}.revision"
+BUILD_ID = f"{PREFIX}.build-id"
+HOST_PORT = f"{PREFIX}.host-port"
+
+IMAGE_REPOSITORY = "kalpana"
+
+
+def instance_filter(instance: str) -> list[str]:
+    """Docker ``label`` filter selecting every object of one Kalpana instance."""
+    return [f"{MANAGED_BY}={MANAGED_BY_VALUE}", f"{INSTANCE}={instance}"]
+
+
+def base_labels(instance: str, deployment: str) -> dict[str, str]:
+    """Labels every object made for ``deployment`` carries."""
+    return {MANAGED_BY: MANAGED_BY_VALUE, INSTANCE: instance, DEPLOYMENT: deployment}
+
+
+def container_name(instance: str, deployment: str) -> str:
+    """The container is named after the deployment (prefixed outside the default instance)."""
+    return deployment if instance == "default" else f"{instance}-{deployment}"
+
+
+def retired_name(instance: str, deployment: str) -> str:
+    """Name the old container carries while its successor starts (so a crash mid-swap is recognisable)."""
+    return f"{container_name(instance, deployment)}--retiring"
+
+
+def image_repository(instance: str, deployment: str) -> str:
+    """Repository of a deployment's images (``kalpana/<name>``, instance-prefixed outside default)."""
+    name = deployment if instance == "default" else f"{instance}-{deployment}"
+    return f"{IMAGE_REPOSITORY}/{name}"
+
+
+def image_tag(instance: str, deployment: str, build_id: str) -> str:
+    """The immutable tag of one build: ``kalpana/<name>:<build-id>``."""
+    return f"{image_repository(instance, deployment)}:{build_id}"

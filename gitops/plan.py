@@ -1,0 +1,134 @@
+"""The plan: a pure diff of what the files declare against what Docker runs.
+
+No I/O here. ``make_plan`` takes the loaded specs, their resolved source
+revisions, one observation of the host and the operator's intent, and
+returns a value that ``plan`` prints and ``apply`` executes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from gitops.runtime.objects import Container, Image, Observed
+from gitops.source import short_revision
+from gitops.spec import BUILD_FIELDS, RUNTIME_FIELDS, Desired
+
+
+class Action(str, Enum):
+    """What one deployment needs."""
+
+    CREATE = "create"  #: nothing runs yet: build and deploy
+    REBUILD = "rebuild"  #: the source revision or a build input changed: build and deploy
+    REDEPLOY = "redeploy"  #: only runtime settings changed: new container from the current image
+    START = "start"  #: should run but is stopped or gone: start it / recreate it from its image
+    STOP = "stop"  #: disabled in its file (enabled: false) but running
+    REMOVE = "remove"  #: no file declares it any more (prune)
+    NOOP = "noop"  #: up to date (or deliberately left alone)
+
+
+CHANGING = {Action.CREATE, Action.REBUILD, Action.REDEPLOY, Action.START, Action.STOP, Action.REMOVE}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One deployment's action and the reason, naming what changed."""
+
+    name: str
+    action: Action
+    reason: str
+    desired: Desired | None = None
+    container: Container | None = None
+    image: Image | None = None  # the image a START/REDEPLOY reuses
+    revision: str = ""
+
+    @property
+    def changes(self) -> bool:
+        return self.action in CHANGING
+
+    def to_dict(self) -> dict:
+        """JSON form: name, action, reason and what it acts on."""
+        return {"name": self.name, "action": self.action.value, "reason": self.reason,
+                "file": self.desired.file if self.desired else None,
+                "container": self.container.name if self.container else None,
+                "image": self.image.tag if self.image else (self.container.image if self.container else None),
+                "revision": self.revision or None}
+
+
+@dataclass
+class Plan:
+    """Every step of one run, and whether pruning was allowed."""
+
+    steps: list[Step] = field(default_factory=list)
+    prune: bool = True
+    prune_note: str | None = None  # why pruning was skipped, when it was
+
+    @property
+    def changes(self) -> list[Step]:
+        return [s for s in self.steps if s.changes]
+
+    def to_dict(self) -> dict:
+        return {"steps": [s.to_dict() for s in self.steps], "prune": self.prune, "prune_note": self.prune_note,
+                "pending": len(self.changes)}
+
+
+def make_plan(desired: dict[str, Desired], revisions: dict[str, str], observed: Observed, *,
+              stopped: set[str] = frozenset(), prune: bool = True, prune_note: str | None = None,
+              only: set[str] | None = None) -> Plan:
+    """Diff ``desired`` (with source ``revisions``) against ``observed``.
+
+    ``only`` restricts the plan to the named deployments and turns pruning off;
+    ``prune=False`` (with ``prune_note``) keeps containers no file declares.
+    """
+    plan = Plan(prune=prune and only is None, prune_note=prune_note)
+    for name in sorted(desired):
+        if only is not None and name not in only:
+            continue
+        plan.steps.append(_step(desired[name], revisions.get(name, ""), observed, name in stopped))
+    for name in sorted(observed.containers):
+        if name in desired or (only is not None and name not in only):
+            continue
+        container = observed.containers[name]
+        if plan.prune:
+            plan.steps.append(Step(name, Action.REMOVE, "no deployment file declares it", container=container))
+        else:
+            plan.steps.append(Step(name, Action.NOOP, f"kept although no file declares it ({prune_note or 'pruning off'})",
+                                   container=container))
+    return plan
+
+
+def _step(d: Desired, revision: str, observed: Observed, stopped: bool) -> Step:
+    name = d.name
+    container = observed.containers.get(name)
+    base = {"desired": d, "container": container, "revision": revision}
+    if not d.spec.enabled:
+        if container and container.running:
+            return Step(name, Action.STOP, "disabled in its file (enabled: false)", **base)
+        return Step(name, Action.NOOP, "disabled in its file (enabled: false)", **base)
+    if stopped:
+        return Step(name, Action.NOOP, "stopped by the operator (`kalpana start` resumes it)", **base)
+    if container is None:
+        image = _matching_image(d, revision, observed.images.get(name, []))
+        if image is not None:
+            return Step(name, Action.START, f"container is gone; recreating it from {image.tag}", image=image, **base)
+        return Step(name, Action.CREATE, "not deployed yet", **base)
+
+    deployed = container.field_hashes
+    build_changes = [f"{f} changed" for f in BUILD_FIELDS if deployed.get(f) != d.hashes[f]]
+    if container.revision != revision:
+        build_changes.append(f"source {short_revision(container.revision)} -> {short_revision(revision)}")
+    if build_changes:
+        return Step(name, Action.REBUILD, ", ".join(build_changes), **base)
+    runtime_changes = [f"{f} changed" for f in RUNTIME_FIELDS if deployed.get(f) != d.hashes[f]]
+    if runtime_changes:
+        return Step(name, Action.REDEPLOY, ", ".join(runtime_changes), **base)
+    if not container.running:
+        return Step(name, Action.START, f"container is {container.state} ({container.status})", **base)
+    return Step(name, Action.NOOP, "up to date", **base)
+
+
+def _matching_image(d: Desired, revision: str, images: list[Image]) -> Image | None:
+    for image in images:
+        if image.build_hash == d.build_hash and image.revision == revision and image.tag:
+            return image
+    return None

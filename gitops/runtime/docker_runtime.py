@@ -1,0 +1,263 @@
+"""The Docker engine, through the docker SDK's low-level API.
+
+The low-level API is used on purpose: ``containers.list()`` inspects every
+container (~2.5 ms each), while ``api.containers()`` is one request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import docker
+from docker import errors as derrors
+from requests.exceptions import ConnectionError as RequestsConnectionError, ReadTimeout
+
+from gitops import labels as L
+from gitops.errors import BuildFailed, DockerUnavailable, ImageMissing, KalpanaError
+from gitops.runtime.objects import Container, Image, Observed
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def _docker_error(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc).strip()
+
+
+class DockerRuntime:
+    """One connection to a Docker engine; every Docker call Kalpana makes goes through here."""
+
+    def __init__(self, api: "docker.APIClient", address: str):
+        self.api = api
+        self.address = address
+
+    @classmethod
+    def connect(cls, docker_host: str | None = None, timeout: int = 120) -> "DockerRuntime":
+        """Connect and ping; raise DockerUnavailable (naming the address) when nobody answers."""
+        address = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        try:
+            api = docker.APIClient(base_url=address, version="auto", timeout=timeout)
+        except (derrors.DockerException, RequestsConnectionError) as exc:
+            raise DockerUnavailable(address, _short(exc)) from None
+        return cls(api, address)
+
+    # -- observing -------------------------------------------------------
+
+    def observe(self, instance: str) -> Observed:
+        """One listing of this instance's containers and one of its images."""
+        filters = {"label": L.instance_filter(instance)}
+        with self._guard():
+            containers = [Container.from_ps(c) for c in self.api.containers(all=True, filters=filters)]
+            images = [Image.from_list(i) for i in self.api.images(filters=filters)]
+        return Observed.from_lists(containers, images)
+
+    def inspect(self, container_id: str) -> Container | None:
+        """Fresh state of one container, or None when it is gone."""
+        try:
+            with self._guard():
+                return Container.from_inspect(self.api.inspect_container(container_id))
+        except derrors.NotFound:
+            return None
+
+    def exit_info(self, container_id: str) -> tuple[str, int | None]:
+        """(state, exit code) of a container; ("gone", None) when it no longer exists."""
+        try:
+            with self._guard():
+                state = self.api.inspect_container(container_id)["State"]
+        except derrors.NotFound:
+            return "gone", None
+        return state.get("Status", ""), state.get("ExitCode")
+
+    def started_at(self, container_id: str) -> "datetime | None":
+        """When a container last started (for uptime)."""
+        try:
+            with self._guard():
+                raw = self.api.inspect_container(container_id)["State"].get("StartedAt", "")
+        except derrors.NotFound:
+            return None
+        try:
+            # Docker gives nanoseconds; Python takes microseconds.
+            head, _, frac = raw.rstrip("Z").partition(".")
+            return datetime.fromisoformat(head + "." + (frac + "000000")[:6]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None
+
+    # -- images ----------------------------------------------------------
+
+    def ensure_image(self, image: str) -> None:
+        """Make sure a base image is local, pulling it if needed; ImageMissing otherwise."""
+        with self._guard():
+            try:
+                self.api.inspect_image(image)
+                return
+            except derrors.ImageNotFound:
+                pass
+            try:
+                repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+                self.api.pull(repo, tag=tag or "latest")
+            except derrors.APIError as exc:
+                raise ImageMissing(image, _short(exc)) from None
+
+    def build(self, context: io.BytesIO, *, tag: str, dockerfile: str = "Dockerfile") -> Iterator[str]:
+        """Build an image from a tar context, yielding its log lines; BuildFailed on error."""
+        with self._guard():
+            stream = self.api.build(fileobj=context, custom_context=True, encoding=None, tag=tag,
+                                    dockerfile=dockerfile, rm=True, forcerm=True, decode=True, pull=False)
+            for chunk in stream:
+                if "error" in chunk:
+                    raise BuildFailed(str(chunk.get("error", "")).strip())
+                text = chunk.get("stream")
+                if text:
+                    for line in text.rstrip("\n").split("\n"):
+                        if line.strip():
+                            yield line
+        if not self.image_exists(tag):
+            raise BuildFailed("the build finished without producing an image")
+
+    def image_exists(self, image: str) -> bool:
+        """True when ``image`` is on the host."""
+        try:
+            with self._guard():
+                self.api.inspect_image(image)
+            return True
+        except derrors.ImageNotFound:
+            return False
+
+    def remove_image(self, image: str) -> None:
+        """Remove an image; an image still in use or already gone is left alone."""
+        try:
+            with self._guard():
+                self.api.remove_image(image, noprune=False)
+        except (derrors.NotFound, derrors.APIError):
+            pass
+
+    # -- containers ------------------------------------------------------
+
+    def create(self, *, name: str, image: str, command: list[str] | None, entrypoint: list[str] | None,
+               working_dir: str | None, env: dict[str, str], labels: dict[str, str], port: int | None,
+               host_port: int | None, memory: int | None, cpus: float | None) -> str:
+        """Create (not start) a container with Kalpana's run settings; returns its id."""
+        host_config = self.api.create_host_config(
+            port_bindings={port: host_port} if port and host_port else None,
+            restart_policy={"Name": "unless-stopped"},
+            # An init as PID 1 forwards SIGTERM: a shell or httpd as PID 1 ignores it,
+            # and every stop would then wait the whole grace period.
+            init=True,
+            mem_limit=memory,
+            nano_cpus=int(cpus * 1e9) if cpus else None,
+        )
+        with self._guard():
+            try:
+                created = self.api.create_container(
+                    image=image, name=name, command=command, entrypoint=entrypoint, working_dir=working_dir,
+                    environment=env, labels=labels, ports=[port] if port else None, host_config=host_config,
+                    detach=True)
+            except derrors.APIError as exc:
+                raise KalpanaError(f"cannot create container {name}: {_short(exc)}") from None
+        return created["Id"]
+
+    def start(self, container_id: str) -> None:
+        """Start a container; a port already taken is explained."""
+        with self._guard():
+            try:
+                self.api.start(container_id)
+            except derrors.APIError as exc:
+                detail = _short(exc)
+                if "port is already allocated" in detail or "address already in use" in detail:
+                    raise KalpanaError(f"cannot start container: {detail}: free that host port or set another exposed_port") from None
+                raise KalpanaError(f"cannot start container: {detail}") from None
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        """Stop a container (SIGTERM, then SIGKILL after ``timeout`` s); gone is fine."""
+        try:
+            with self._guard():
+                self.api.stop(container_id, timeout=timeout)
+        except derrors.NotFound:
+            pass
+
+    def remove(self, container_id: str) -> None:
+        """Force-remove a container; gone is fine."""
+        try:
+            with self._guard():
+                self.api.remove_container(container_id, force=True, v=True)
+        except derrors.NotFound:
+            pass
+
+    def rename(self, container_id: str, name: str) -> None:
+        """Rename a container (frees its name for a successor)."""
+        with self._guard():
+            self.api.rename(container_id, name)
+
+    def logs(self, container_id: str, tail: int | str = "all") -> str:
+        """The container's stdout+stderr (last ``tail`` lines)."""
+        try:
+            with self._guard():
+                raw = self.api.logs(container_id, stdout=True, stderr=True, tail=tail)
+        except derrors.NotFound:
+            return ""
+        return raw.decode("utf-8", "replace")
+
+    def follow_logs(self, container_id: str, tail: int | str = 100) -> Iterator[str]:
+        """Stream a container's logs as they come (``-f``)."""
+        with self._guard():
+            for chunk in self.api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True, tail=tail):
+                yield chunk.decode("utf-8", "replace")
+
+    def _guard(self) -> "_Guard":
+        return _Guard(self.address)
+
+
+class _Guard:
+    """Turns 'nobody answers' into DockerUnavailable, wherever it happens."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, (RequestsConnectionError, ReadTimeout, FileNotFoundError, ConnectionRefusedError)):
+            raise DockerUnavailable(self.address, _short(exc)) from None
+        if isinstance(exc, derrors.DockerException) and not isinstance(exc, derrors.APIError):
+            raise DockerUnavailable(self.address, _short(exc)) from None
+        return False
+
+
+def _short(exc: Exception) -> str:
+    text = _docker_error(exc)
+    if "Connection refused" in text or "No such file or directory" in text:
+        return "connection refused" if "refused" in text else "socket not found"
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def tar_context(files: dict[str, bytes], directories: dict[str, Path], exclude: tuple[str, ...] = (".git",)) -> io.BytesIO:
+    """A build context: in-memory ``files`` plus whole ``directories`` (arcname -> path)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for arcname, data in files.items():
+            info = tarfile.TarInfo(arcname)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for arcname, path in directories.items():
+            tar.add(str(path), arcname=arcname, filter=lambda ti: None if _excluded(ti.name, exclude) else ti)
+    buf.seek(0)
+    return buf
+
+
+def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
+    return any(part in exclude for part in Path(name).parts)
+
+
+def dumps_labels(hashes: dict[str, str]) -> str:
+    """Field hashes as a compact label value."""
+    return json.dumps(hashes, sort_keys=True, separators=(",", ":"))

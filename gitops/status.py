@@ -1,0 +1,85 @@
+"""What runs, per deployment: the report behind `kalpana status`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from enum import Enum
+
+from gitops import routing
+from gitops.history import BuildStatus, History
+from gitops.loader import LoadResult
+from gitops.runtime.docker_runtime import DockerRuntime
+
+
+class State(str, Enum):
+    """A deployment's state as a user sees it."""
+
+    RUNNING = "running"  #: its container runs
+    STOPPED = "stopped"  #: stopped by the operator or disabled
+    FAILED = "failed"  #: its container exited, or its only builds failed
+    BUILDING = "building"  #: a build is in progress
+    NOT_DEPLOYED = "not deployed"  #: declared, never deployed
+
+
+@dataclass
+class DeploymentStatus:
+    """One row of `kalpana status`."""
+
+    name: str
+    state: State
+    url: str | None
+    build_id: str | None
+    image: str | None
+    uptime_seconds: float | None
+    container: str | None
+    last_build_status: str | None
+    detail: str
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+
+def report(load: LoadResult, runtime: DockerRuntime, history: History, instance: str) -> list[DeploymentStatus]:
+    """Status of every declared deployment plus any container no file declares any more."""
+    observed = runtime.observe(instance)
+    stopped = history.stopped()
+    rows = []
+    for name in sorted(set(load.desired) | set(observed.containers)):
+        container = observed.containers.get(name)
+        latest = history.latest(name)
+        desired = load.desired.get(name)
+        detail = ""
+        if latest and latest.status in (BuildStatus.BUILDING, BuildStatus.PENDING):
+            state = State.BUILDING
+        elif container and container.running:
+            state = State.RUNNING
+        elif name in stopped or (desired and not desired.spec.enabled):
+            state = State.STOPPED
+            detail = "stopped by the operator" if name in stopped else "disabled in its file"
+        elif container:
+            state = State.FAILED
+            detail = container.status
+        elif latest and latest.status is BuildStatus.FAILED:
+            state = State.FAILED
+            detail = latest.error_message or ""
+        else:
+            state = State.NOT_DEPLOYED
+        if desired is None:
+            detail = "no file declares it (the next apply removes it)"
+        if latest and latest.status is BuildStatus.FAILED and state is State.RUNNING:
+            detail = f"last build {latest.id} failed; the previous version serves"
+        uptime = None
+        if container and container.running:
+            started = runtime.started_at(container.id)
+            if started:
+                uptime = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
+        port = container.host_port if container else None
+        rows.append(DeploymentStatus(
+            name=name, state=state, url=routing.url(port) if state is State.RUNNING else None,
+            build_id=container.build_id if container else None, image=container.image if container else None,
+            uptime_seconds=uptime, container=container.name if container else None,
+            last_build_status=latest.status.value if latest else None, detail=detail))
+    return rows
