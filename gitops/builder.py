@@ -20,12 +20,14 @@ from gitops.spec import BUILD_FIELDS, Desired
 def dockerfile_for(desired: Desired, has_source: bool, labels: dict[str, str]) -> str:
     """The Dockerfile Kalpana generates when the deployment sets no ``dockerfile``."""
     spec = desired.spec
-    lines = [f"FROM {desired.image}", label_line(labels), f"WORKDIR {spec.working_dir}"]
+    lines = [f"FROM {desired.image}", f"WORKDIR {spec.working_dir}"]
     if has_source:
         lines.append(f"COPY src/ {spec.working_dir}/")
     if spec.build_command:
         # Exec form with an explicit shell: the base image's SHELL/entrypoint must not matter.
         lines.append("RUN " + json.dumps(["/bin/sh", "-c", spec.build_command]))
+    # Labels last: they change with every build and would otherwise void the layer cache below them.
+    lines.append(label_line(labels))
     return "\n".join(lines) + "\n"
 
 

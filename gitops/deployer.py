@@ -9,7 +9,6 @@ that stop/start alone, and is measured.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Callable

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gitops import labels as L
@@ -14,7 +15,7 @@ from gitops import routing
 from gitops.builder import Builder
 from gitops.config import Settings
 from gitops.deployer import Deployer
-from gitops.errors import BuildFailed, Cancelled, DeployFailed, KalpanaError, SourceError, SpecError, UnknownDeployment
+from gitops.errors import Cancelled, KalpanaError, SourceError, SpecError, UnknownDeployment
 from gitops.events import EventKind, Events
 from gitops.history import Build, BuildStatus, History, Trigger, now_iso
 from gitops.loader import LoadResult, load_directory
@@ -25,6 +26,14 @@ from gitops.runtime.docker_runtime import DockerRuntime
 from gitops.runtime.objects import Container, Observed
 from gitops.source import NO_SOURCE, Revision, resolve
 from gitops.spec import Desired
+
+
+class StepFailed(KalpanaError):
+    """A build or deploy failed and was recorded as ``build``; what runs was kept."""
+
+    def __init__(self, message: str, build: Build):
+        super().__init__(message)
+        self.build = build
 
 
 @dataclass
@@ -175,7 +184,7 @@ class Engine:
             if isinstance(exc, Cancelled):
                 raise
             self.events.emit(EventKind.STEP_FAILED, step.name, str(exc))
-            return Outcome(step, False, getattr(exc, "build", None), str(exc))
+            return Outcome(step, False, exc.build if isinstance(exc, StepFailed) else None, str(exc))
         raise AssertionError(f"unhandled action {step.action}")
 
     def _done(self, step: Step, build: Build | None) -> Outcome:
@@ -185,13 +194,8 @@ class Engine:
 
     def _build_and_deploy(self, step: Step, revision: Revision, trigger: Trigger, action: str) -> Build:
         d = step.desired
-        masker = self._masker(d)
-        record = self.history.new_build(d.name, trigger, action, reason=step.reason, revision=revision.revision,
-                                        commit_hash=revision.commit_hash, commit_message=revision.commit_message,
-                                        branch=revision.branch)
-        durations: dict[str, float] = {}
-        try:
-            self.history.update(record.id, status=BuildStatus.BUILDING, started_at=now_iso())
+
+        def work(record: Build, masker: Masker, durations: dict[str, float]) -> Build:
             self._phase(record, d.name, f"building {L.image_tag(self.instance, d.name, record.id)}"
                         + (f" at {revision.short}" if revision.revision else ""))
             began = time.monotonic()
@@ -204,45 +208,42 @@ class Engine:
             tag = self.builder.build(d, revision, record.id, on_line)
             durations["build"] = round(time.monotonic() - began, 3)
             self.history.update(record.id, image=tag, durations=dict(durations))
-            return self._rollout(record, step, tag, revision.revision, durations, masker)
+            return self._rollout(record, step, tag, revision.revision, durations)
+
+        return self._recorded(step, trigger, action, revision, revision.revision, work)
+
+    def _deploy_image(self, step: Step, image: str, image_build: str, revision: str, trigger: Trigger, *,
+                      action: str, revision_info: Revision | None = None) -> Build:
+        def work(record: Build, masker: Masker, durations: dict[str, float]) -> Build:
+            durations["build"] = 0.0
+            return self._rollout(record, step, image, revision, durations, image_build=image_build)
+
+        return self._recorded(step, trigger, action, revision_info or NO_SOURCE, revision, work, image=image)
+
+    def _recorded(self, step: Step, trigger: Trigger, action: str, info: Revision, revision: str,
+                  work: Callable[[Build, Masker, dict[str, float]], Build], image: str | None = None) -> Build:
+        """Run ``work`` as one build record: BUILDING, then SUCCESS, FAILED or CANCELLED."""
+        d = step.desired
+        masker = self._masker(d)
+        record = self.history.new_build(d.name, trigger, action, reason=step.reason, revision=revision, image=image,
+                                        commit_hash=info.commit_hash, commit_message=info.commit_message,
+                                        branch=info.branch)
+        durations: dict[str, float] = {}
+        kept = " (the running version was left as it was)" if step.container else ""
+        try:
+            self.history.update(record.id, status=BuildStatus.BUILDING, started_at=now_iso())
+            return work(record, masker, durations)
         except KeyboardInterrupt:
-            self._finish(record, BuildStatus.CANCELLED, "cancelled by the operator (Ctrl-C); what runs was not changed",
-                         durations)
-            raise Cancelled(f"{d.name}: build {record.id} cancelled; the running deployment was left as it was") from None
+            self._finish(record, BuildStatus.CANCELLED, f"cancelled by the operator (Ctrl-C){kept}", durations)
+            raise Cancelled(f"{d.name}: {action} {record.id} cancelled{kept}") from None
         except KalpanaError as exc:
             message = masker.mask(str(exc))
             self.history.append_log(record.id, f"ERROR: {message}\n")
             failed = self._finish(record, BuildStatus.FAILED, message, durations)
-            kept = " (the running version was left as it was)" if step.container else ""
-            err = type(exc)(f"{d.name}: {message}{kept}") if isinstance(exc, (BuildFailed, DeployFailed)) \
-                else KalpanaError(f"{d.name}: {message}{kept}")
-            err.build = failed
-            raise err from None
-
-    def _deploy_image(self, step: Step, image: str, image_build: str, revision: str, trigger: Trigger, *,
-                      action: str, revision_info: Revision | None = None) -> Build:
-        d = step.desired
-        masker = self._masker(d)
-        info = revision_info or NO_SOURCE
-        record = self.history.new_build(d.name, trigger, action, reason=step.reason, revision=revision, image=image,
-                                        commit_hash=info.commit_hash, commit_message=info.commit_message,
-                                        branch=info.branch)
-        try:
-            self.history.update(record.id, status=BuildStatus.BUILDING, started_at=now_iso())
-            return self._rollout(record, step, image, revision, {"build": 0.0}, masker, image_build=image_build)
-        except KeyboardInterrupt:
-            self._finish(record, BuildStatus.CANCELLED, "cancelled by the operator (Ctrl-C)", {})
-            raise Cancelled(f"{d.name}: {action} cancelled; the previous container was restored") from None
-        except KalpanaError as exc:
-            message = masker.mask(str(exc))
-            self.history.append_log(record.id, f"ERROR: {message}\n")
-            failed = self._finish(record, BuildStatus.FAILED, message, {})
-            err = KalpanaError(f"{d.name}: {message}")
-            err.build = failed
-            raise err from None
+            raise StepFailed(f"{message}{kept}", failed) from None
 
     def _rollout(self, record: Build, step: Step, tag: str, revision: str, durations: dict[str, float],
-                 masker: Masker, image_build: str | None = None) -> Build:
+                 image_build: str | None = None) -> Build:
         d = step.desired
         old = step.container
         current_port = old.host_port if old else None
@@ -282,20 +283,19 @@ class Engine:
             self.events.emit(EventKind.RECOVERED, build.deployment,
                              f"build {build.id} was interrupted (process gone); marked FAILED")
         observed = self.runtime.observe(self.instance)
-        repaired = False
-        for leftover in observed.extra:
-            current = observed.containers.get(leftover.deployment)
-            if leftover.retiring and current is not None and not current.retiring:
-                self.runtime.remove(leftover.id)
-                repaired = True
-                self.events.emit(EventKind.RECOVERED, leftover.deployment, f"removed leftover {leftover.name}")
-        for name, container in observed.containers.items():
-            if container.retiring:  # the swap died before the new container existed: put the old one back
-                self.runtime.rename(container.id, L.container_name(self.instance, name))
-                if not container.running:
-                    self.runtime.start(container.id)
-                repaired = True
-                self.events.emit(EventKind.RECOVERED, name, f"restored {container.name} after an interrupted deploy")
+        everything = list(observed.containers.values()) + observed.extra
+        retiring = [c for c in everything if c.retiring]
+        for old in retiring:
+            # A swap died half-way: the successor (if any) never proved healthy, so the old one serves again.
+            for successor in everything:
+                if successor.deployment == old.deployment and not successor.retiring:
+                    self.runtime.remove(successor.id)
+            self.runtime.rename(old.id, L.container_name(self.instance, old.deployment))
+            if not old.running:
+                self.runtime.start(old.id)
+            self.events.emit(EventKind.RECOVERED, old.deployment,
+                             f"restored {old.name} after an interrupted deploy")
+        repaired = bool(retiring)
         return self.runtime.observe(self.instance) if repaired else observed
 
     # -- operating commands ---------------------------------------------

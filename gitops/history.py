@@ -48,8 +48,12 @@ INTERRUPTED_MESSAGE = (
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
-class HistoryCorrupt(KalpanaError):
-    """The history file cannot be read or written; the message names it."""
+class HistoryError(KalpanaError):
+    """The state directory or history file cannot be read or written."""
+
+
+class HistoryCorrupt(HistoryError):
+    """The history file is not what Kalpana wrote; the message names it and the fix."""
 
 
 class BuildNotFound(KalpanaError):
@@ -194,7 +198,7 @@ class _AtomicJSONStorage(Storage):
         except ValueError as err:  # not UTF-8
             raise _corrupt(self._path, f"not UTF-8 text ({err})") from None
         except OSError as err:
-            raise HistoryCorrupt(
+            raise HistoryError(
                 f"cannot read the build history {self._path}: {err.strerror}; "
                 "check the permissions of the state directory"
             ) from None
@@ -223,7 +227,7 @@ class _AtomicJSONStorage(Storage):
             os.replace(tmp, self._path)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise HistoryCorrupt(
+            raise HistoryError(
                 f"cannot write the build history {self._path}: {err.strerror}; "
                 "check free disk space and the permissions of the state directory"
             ) from None
@@ -254,7 +258,7 @@ class History:
         try:
             self.logs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise HistoryCorrupt(
+            raise HistoryError(
                 f"cannot create the state directory {self.logs_dir}: {err.strerror}; "
                 "create it yourself or point state_dir in kalpana.yaml somewhere writable"
             ) from None

@@ -20,11 +20,18 @@ STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "CANCELLED": "yellow", "BUI
 
 
 def out_console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return _console(stderr=False)
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return _console(stderr=True)
+
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # Not a terminal (a pipe, a log file): don't wrap tables at 80 columns.
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def print_json(data: Any) -> None:
