@@ -55,15 +55,19 @@ class Builder:
         spec = desired.spec
         tag = L.image_tag(self.instance, desired.name, build_id)
         labels = image_labels(self.instance, desired, revision, build_id)
-        if spec.dockerfile:
+        dockerfile_path = spec.dockerfile
+        if not dockerfile_path and not desired.image and revision.path and (revision.path / "Dockerfile").is_file():
+            dockerfile_path = "Dockerfile"  # no base image, but the source brings its own recipe
+            on_line("no image set: building the source's own Dockerfile")
+        if dockerfile_path:
             if revision.path is None:
                 raise BuildFailed(f"{desired.file}: dockerfile is set but the deployment has no source to build")
-            if not (revision.path / spec.dockerfile).is_file():
-                raise BuildFailed(f"{desired.file}: dockerfile {spec.dockerfile!r} not found in {revision.path}: "
+            if not (revision.path / dockerfile_path).is_file():
+                raise BuildFailed(f"{desired.file}: dockerfile {dockerfile_path!r} not found in {revision.path}: "
                                   "fix the path (it is relative to the source)")
             # The user's Dockerfile plus our LABEL line (it lands on the final stage, the one tagged).
             ours = ".kalpana.Dockerfile"
-            text = (revision.path / spec.dockerfile).read_text().rstrip("\n") + "\n" + label_line(labels) + "\n"
+            text = (revision.path / dockerfile_path).read_text().rstrip("\n") + "\n" + label_line(labels) + "\n"
             context = tar_context({ours: text.encode()}, {".": revision.path})
             dockerfile = ours
         else:
@@ -71,7 +75,7 @@ class Builder:
                 raise BuildFailed(f"{desired.file}: no base image to build on: set `image` (e.g. python:3.12-slim) "
                                   "in the deployment file, default_image in kalpana.yaml, or `dockerfile` to build "
                                   "the source's own Dockerfile")
-            self.runtime.ensure_image(desired.image)
+            self.runtime.ensure_image(desired.image, on_line)
             has_source = revision.path is not None
             context = tar_context({"Dockerfile": dockerfile_for(desired, has_source, labels).encode()},
                                   {"src": revision.path} if has_source else {})

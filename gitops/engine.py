@@ -234,7 +234,7 @@ class Engine:
             self.history.update(record.id, status=BuildStatus.BUILDING, started_at=now_iso())
             return work(record, masker, durations)
         except KeyboardInterrupt:
-            self._finish(record, BuildStatus.CANCELLED, f"cancelled by the operator (Ctrl-C){kept}", durations)
+            self._finish(record, BuildStatus.CANCELLED, f"cancelled: interrupted by Ctrl-C or SIGTERM{kept}", durations)
             raise Cancelled(f"{d.name}: {action} {record.id} cancelled{kept}") from None
         except KalpanaError as exc:
             message = masker.mask(str(exc))

@@ -7,6 +7,7 @@ anything else prints a short line and where the traceback was written.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -92,4 +93,11 @@ def cli(ctx: click.Context, config: str | None) -> None:
 def main() -> None:
     """Console-script entry point."""
     from gitops.cli import commands, operate  # noqa: F401 - registers the commands
+    # SIGTERM (systemd, CI timeouts, `kill`) gets what Ctrl-C gets: the build is recorded
+    # CANCELLED and the old container restored, instead of a silent death mid-swap.
+    signal.signal(signal.SIGTERM, _interrupt)
     cli(prog_name="kalpana")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -12,7 +12,7 @@ import os
 import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import docker
 from docker import errors as derrors
@@ -90,19 +90,30 @@ class DockerRuntime:
 
     # -- images ----------------------------------------------------------
 
-    def ensure_image(self, image: str) -> None:
-        """Make sure a base image is local, pulling it if needed; ImageMissing otherwise."""
+    def ensure_image(self, image: str, on_line: Callable[[str], None] = lambda line: None) -> None:
+        """Make sure a base image is local, pulling it (reporting progress) if needed; ImageMissing otherwise."""
         with self._guard():
             try:
                 self.api.inspect_image(image)
                 return
             except derrors.ImageNotFound:
                 pass
+            repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+            on_line(f"pulling {image}")
             try:
-                repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
-                self.api.pull(repo, tag=tag or "latest")
+                last = None
+                for event in self.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+                    if "error" in event:
+                        raise ImageMissing(image, str(event["error"]).strip())
+                    # One line per layer state change, not per progress tick.
+                    status = f"{event.get('id', '')} {event.get('status', '')}".strip()
+                    if status != last and "progress" not in event:
+                        on_line(status)
+                    last = status
             except derrors.APIError as exc:
                 raise ImageMissing(image, _short(exc)) from None
+            if not self.image_exists(image):
+                raise ImageMissing(image, "the pull ended without the image")
 
     def build(self, context: io.BytesIO, *, tag: str, dockerfile: str = "Dockerfile") -> Iterator[str]:
         """Build an image from a tar context, yielding its log lines; BuildFailed on error."""
