@@ -21,6 +21,18 @@ from gitops.errors import ConfigError
 DEFAULT_CONFIG = "kalpana.yaml"
 
 
+class RepoSettings(BaseModel):
+    """The git repository the deployment files themselves live in (`kalpana sync` keeps it current)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(..., description="https or ssh URL, a local path or a file:// URL.")
+    branch: str | None = Field(None, description="Branch to follow (default: the remote's default branch).")
+    path: str = Field("deployments.d", description="Directory of deployment files inside the repository.")
+    token_env: str | None = Field(None, description="Environment variable holding an https access token.")
+    ssh_key: str | None = Field(None, description="Private key file for ssh URLs.")
+
+
 class Settings(BaseModel):
     """Global settings of one Kalpana instance (every key is documented in kalpana.yaml.example)."""
 
@@ -40,6 +52,15 @@ class Settings(BaseModel):
     traefik_base_url: str | None = Field(None, description="Base domain for subdomain routing (TRAEFIK_BASE_URL).")
     traefik_email: str | None = Field(None, description="Let's Encrypt account email (TRAEFIK_EMAIL).")
     traefik_network: str = Field("traefik-proxy", description="Docker network shared with Traefik (TRAEFIK_NETWORK).")
+    repo: RepoSettings | None = Field(None, description="Keep the deployment files in this git repository.")
+    listen: str = Field("127.0.0.1:9000", pattern=r"^[^:\s]*:\d+$",
+                        description="host:port the webhook server of `kalpana watch` listens on.")
+    public_url: str | None = Field(None, description="How GitHub reaches the webhook server (shown as webhook URLs).")
+    webhook_secret: str | None = Field(None, description="Secret of the instance-wide POST /webhook endpoint.")
+    insecure_webhooks: bool = Field(False, description="Accept unsigned webhooks where no secret is set (warned about).")
+    poll_interval: float = Field(60.0, ge=1, description="Seconds between polls of git repositories by `kalpana watch`.")
+    drift_interval: float = Field(10.0, ge=0.5, description="Seconds between drift checks by `kalpana watch`.")
+    debounce: float = Field(0.2, ge=0, description="Seconds `kalpana watch` waits for a burst of file saves to settle.")
 
     # Where the settings came from; relative paths above resolve against it.
     config_dir: Path = Field(Path("."), exclude=True)
@@ -65,19 +86,34 @@ class Settings(BaseModel):
         return path if path.is_absolute() else (self.config_dir / path).resolve()
 
     @property
+    def config_checkout(self) -> Path:
+        """Where the config repository is checked out (when ``repo`` is set)."""
+        return self.state_path / "config-repo"
+
+    @property
     def deployments_path(self) -> Path:
+        if self.repo:
+            return self.config_checkout / self.repo.path
         return self._resolve(self.deployments_dir)
 
     @property
     def workspace_path(self) -> Path:
+        # With a config repo, local `source.path`s are paths inside it (monorepos).
+        if self.repo and "workspace" not in self.model_fields_set:
+            return self.config_checkout
         return self._resolve(self.workspace)
+
+    @property
+    def checkouts_path(self) -> Path:
+        """Clones of git sources."""
+        return self.state_path / "sources"
 
     @property
     def state_path(self) -> Path:
         return self._resolve(self.state_dir)
 
 
-KEYS = [k for k in Settings.model_fields if k != "config_dir"]
+KEYS = [k for k in Settings.model_fields if k not in ("config_dir", "repo")]
 # The guide's names, honoured as they are.
 GUIDE_ENV = {"TRAEFIK_BASE_URL": "traefik_base_url", "TRAEFIK_EMAIL": "traefik_email",
              "TRAEFIK_NETWORK": "traefik_network", "DOCKER_HOST": "docker_host"}
@@ -114,9 +150,11 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
     elif explicit:
         raise ConfigError(f"config file {path} not found: check -c/--config or create it from kalpana.yaml.example")
     dotenv = path.parent / ".env"
-    if dotenv.is_file():
-        data.update(_overrides(dotenv_values(dotenv)))
-    data.update(_overrides(environ))
+    for source in ([dotenv_values(dotenv)] if dotenv.is_file() else []) + [environ]:
+        data.update(_overrides(source))
+        repo = {k: source.get(f"KALPANA_REPO_{k.upper()}") for k in RepoSettings.model_fields}
+        if any(repo.values()):
+            data["repo"] = {**(data.get("repo") or {}), **{k: v for k, v in repo.items() if v}}
     data["config_dir"] = path.parent.resolve()
     try:
         return Settings.model_validate(data)

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gitops import labels as L
 from gitops import routing
@@ -20,11 +22,11 @@ from gitops.events import EventKind, Events
 from gitops.history import Build, BuildStatus, History, Trigger, now_iso
 from gitops.loader import LoadResult, load_directory
 from gitops.lock import ApplyLock
-from gitops.masking import Masker
+from gitops.masking import Masker, mask_url
 from gitops.plan import Action, Plan, Step, make_plan
 from gitops.runtime.docker_runtime import DockerRuntime
 from gitops.runtime.objects import Container, Observed
-from gitops.source import NO_SOURCE, Revision, resolve
+from gitops.source import NO_SOURCE, GitCheckout, Revision, resolve
 from gitops.spec import Desired
 
 
@@ -81,8 +83,19 @@ class Engine:
 
     # -- reading ---------------------------------------------------------
 
+    def config_repo(self) -> GitCheckout | None:
+        """The checkout of the config repository, when kalpana.yaml sets ``repo``."""
+        repo = self.settings.repo
+        if repo is None:
+            return None
+        token = os.environ.get(repo.token_env) if repo.token_env else None
+        return GitCheckout(repo.url, self.settings.config_checkout, repo.branch, token=token, ssh_key=repo.ssh_key)
+
     def load(self) -> LoadResult:
-        """Load and validate every deployment file."""
+        """Load and validate every deployment file (cloning the config repository on first use)."""
+        checkout = self.config_repo()
+        if checkout is not None and not checkout.exists():
+            checkout.clone()
         return load_directory(self.settings.deployments_path, workspace=self.settings.workspace_path,
                               default_image=self.settings.default_image)
 
@@ -101,8 +114,8 @@ class Engine:
         plan, load, _ = self._prepare(names, prune)
         return plan, load
 
-    def _prepare(self, names: list[str] | None, prune: bool,
-                 observed: Observed | None = None) -> tuple[Plan, LoadResult, dict[str, Revision]]:
+    def _prepare(self, names: list[str] | None, prune: bool, observed: Observed | None = None,
+                 fetch: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
         load = self.load()
         observed = observed or self.runtime.observe(self.instance)
         only = set(names) if names else None
@@ -113,34 +126,80 @@ class Engine:
                 raise KalpanaError(f"deployment {missing!r} is not loaded; the files have errors:\n"
                                    + "\n".join(str(e) for e in load.errors))
             raise UnknownDeployment(missing, sorted(load.desired))
+        if fetch:
+            self._fetch_sources([d for n, d in load.desired.items() if not only or n in only])
         revisions: dict[str, Revision] = {}
-        for name, d in load.desired.items():
+        broken: set[str] = set()
+        for name, d in list(load.desired.items()):
             if only and name not in only:
                 continue
             try:
-                revisions[name] = resolve(d.spec.source, self.settings.workspace_path) if d.spec.enabled else NO_SOURCE
+                revisions[name] = resolve(d.spec.source, self.settings.workspace_path, self.settings.checkouts_path) \
+                    if d.spec.enabled else NO_SOURCE
             except SourceError as exc:
+                # Like a file that fails to load: leave that deployment alone, prune nothing.
                 load.errors.append(SpecError(d.file, d.line, "source", str(exc)))
-        for error in load.errors:
-            for name in list(load.desired):
-                if load.desired[name].file == error.file and name not in revisions and (not only or name in only):
-                    del load.desired[name]
+                broken.add(name)
+                del load.desired[name]
         note = None
         if not load.ok:
             note = f"pruning skipped: {len(load.errors)} file error(s) this run"
         plan = make_plan(load.desired, {n: r.revision for n, r in revisions.items()}, observed,
-                         stopped=self.history.stopped(), prune=prune and load.ok, prune_note=note if prune else
-                         "--no-prune", only=only)
+                         stopped=self.history.stopped(), prune=prune and load.ok,
+                         prune_note=note if prune else "--no-prune", only=only, broken=broken)
         return plan, load, revisions
+
+    def _fetch_sources(self, selected: list[Desired]) -> None:
+        """Fetch each git source once (deployments may share a repository); a failure keeps the old checkout."""
+        done: set[Path] = set()
+        for d in selected:
+            source = d.spec.source
+            if not (source and source.repo and d.spec.enabled):
+                continue
+            try:
+                checkout = GitCheckout.for_source(source, self.settings.checkouts_path)
+                if checkout.path in done:
+                    continue
+                done.add(checkout.path)
+                before, after = checkout.sync()
+            except SourceError as exc:
+                self.events.emit(EventKind.WARNING, d.name, f"{exc}; using the last good checkout")
+                continue
+            if before != after:
+                self.events.emit(EventKind.PHASE, d.name, f"fetched {mask_url(source.repo)}: {before[:7]} -> {after[:7]}")
+
+    def fetch_config(self) -> tuple[str, str] | None:
+        """Fetch + hard-reset the config repository; (old, new) head, or None without one."""
+        checkout = self.config_repo()
+        if checkout is None:
+            return None
+        try:
+            before, after = checkout.sync()
+        except SourceError as exc:
+            self.events.emit(EventKind.WARNING, None, f"{exc}; using the last good checkout of the config repository")
+            return None
+        if before != after:
+            self.events.emit(EventKind.PHASE, None, f"config repository {before[:7]} -> {after[:7]}")
+        return before, after
 
     # -- changing --------------------------------------------------------
 
+    def sync(self, names: list[str] | None = None, *, prune: bool = True,
+             trigger: Trigger = Trigger.MANUAL) -> ApplyResult:
+        """`kalpana sync`: fetch the config repository and the git sources, then apply."""
+        self.fetch_config()
+        return self.apply(names, prune=prune, trigger=trigger, fetch=True)
+
     def apply(self, names: list[str] | None = None, *, prune: bool = True, trigger: Trigger = Trigger.MANUAL,
-              force: bool = False) -> ApplyResult:
-        """Execute the plan under the apply lock. ``force`` rebuilds the named deployments even if up to date."""
+              force: bool = False, fetch: bool = False) -> ApplyResult:
+        """Execute the plan under the apply lock.
+
+        ``force`` rebuilds the named deployments even if up to date; ``fetch``
+        first brings their git sources to the newest commit of their branch.
+        """
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
             observed = self._recover()
-            plan, load, revisions = self._prepare(names, prune, observed)
+            plan, load, revisions = self._prepare(names, prune, observed, fetch=fetch)
             if plan.prune_note and prune:
                 self.events.emit(EventKind.WARNING, None, plan.prune_note)
             result = ApplyResult(plan, load)
@@ -332,7 +391,8 @@ class Engine:
             revision = target.revision or ""
             # The container is labelled with the *current* desired hashes and revision: the operator said
             # this image satisfies them, so the next apply keeps it until the files or the source change.
-            desired_revision = resolve(d.spec.source, self.settings.workspace_path).revision
+            desired_revision = resolve(d.spec.source, self.settings.workspace_path,
+                                       self.settings.checkouts_path).revision
             step = Step(name, Action.REDEPLOY, f"rollback to build {target.id}", d, current, None, desired_revision)
             self.events.emit(EventKind.STEP_START, name, step.reason, action="rollback")
             try:

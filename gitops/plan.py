@@ -74,11 +74,12 @@ class Plan:
 
 def make_plan(desired: dict[str, Desired], revisions: dict[str, str], observed: Observed, *,
               stopped: set[str] = frozenset(), prune: bool = True, prune_note: str | None = None,
-              only: set[str] | None = None) -> Plan:
+              only: set[str] | None = None, broken: set[str] = frozenset()) -> Plan:
     """Diff ``desired`` (with source ``revisions``) against ``observed``.
 
     ``only`` restricts the plan to the named deployments and turns pruning off;
-    ``prune=False`` (with ``prune_note``) keeps containers no file declares.
+    ``prune=False`` (with ``prune_note``) keeps containers no file declares;
+    ``broken`` names deployments whose files or sources failed this run (left alone).
     """
     plan = Plan(prune=prune and only is None, prune_note=prune_note)
     for name in sorted(desired):
@@ -89,7 +90,10 @@ def make_plan(desired: dict[str, Desired], revisions: dict[str, str], observed: 
         if name in desired or (only is not None and name not in only):
             continue
         container = observed.containers[name]
-        if plan.prune:
+        if name in broken:
+            plan.steps.append(Step(name, Action.NOOP, "left as it runs: its file or source has errors this run",
+                                   container=container))
+        elif plan.prune:
             plan.steps.append(Step(name, Action.REMOVE, "no deployment file declares it", container=container))
         else:
             plan.steps.append(Step(name, Action.NOOP, f"kept although no file declares it ({prune_note or 'pruning off'})",

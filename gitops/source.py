@@ -9,12 +9,17 @@ is a content hash.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from gitops.errors import SourceError
+from gitops.masking import mask_url
 from gitops.spec import SourceSpec
 
 _SKIP_DIRS = {".git"}
@@ -47,13 +52,29 @@ def short_revision(revision: str) -> str:
     return Revision(revision).short if revision else "none"
 
 
-def resolve(spec: SourceSpec | None, workspace: Path) -> Revision:
-    """Resolve a source to a revision; SourceError when it cannot be read."""
+def resolve(spec: SourceSpec | None, workspace: Path, checkouts: Path | None = None) -> Revision:
+    """Resolve a source to a revision; SourceError when it cannot be read.
+
+    A git source is cloned into ``checkouts`` on first use and otherwise read
+    as it is: fetching is a separate step (``GitCheckout.sync``), so a plan
+    never waits on the network.
+    """
     if spec is None:
         return NO_SOURCE
     if spec.repo:
-        raise SourceError(f"git source {spec.repo!r}: git repositories as sources are not supported yet; "
-                          "clone it into the workspace and use `source: {path: ...}`")
+        if checkouts is None:
+            raise SourceError("git sources need a state directory for their checkouts")
+        checkout = GitCheckout.for_source(spec, checkouts)
+        if not checkout.exists():
+            checkout.clone()
+        path = checkout.path / (spec.subdir or "")
+        if not path.is_dir():
+            raise SourceError(f"subdir {spec.subdir!r} not found in {mask_url(spec.repo)} at "
+                              f"{checkout.head()[:7]}: fix source.subdir or push it")
+        revision = _git_revision(path)
+        if revision is None:
+            raise SourceError(f"{mask_url(spec.repo)} has no commit under {spec.subdir or '/'}")
+        return revision
     path = (workspace / spec.path).resolve()
     if not path.is_dir():
         raise SourceError(f"source directory {path} not found: create it or fix source.path")
@@ -123,3 +144,123 @@ def _git_revision(path: Path) -> Revision | None:
         branch = None
     message = commit.message.strip().splitlines()[0] if commit.message.strip() else ""
     return Revision(revision=revision, path=path, commit_hash=sha, commit_message=message, branch=branch)
+
+
+class FetchFailed(SourceError):
+    """A fetch failed; the last good checkout stays as it was."""
+
+
+def repo_key(url: str) -> str:
+    """One spelling per repository: ``github.com/org/repo`` for its https, ssh and scp-like URLs."""
+    text = mask_url(url.strip()).replace("***@", "")
+    if text.startswith("file://"):
+        return str(Path(text[len("file://"):]).resolve()).removesuffix(".git")
+    if "://" not in text and re.match(r"^[\w.-]+@[\w.-]+:", text):  # git@github.com:org/repo
+        user_host, _, path = text.partition(":")
+        text = user_host.split("@", 1)[1] + "/" + path
+    elif "://" in text:
+        text = text.split("://", 1)[1]
+        text = text.split("@", 1)[-1]
+    else:
+        return str(Path(text).resolve()).removesuffix(".git")
+    return text.rstrip("/").removesuffix(".git").lower()
+
+
+class GitCheckout:
+    """A clone Kalpana owns under the state directory: fetched and hard-reset, never merged."""
+
+    def __init__(self, url: str, path: Path, branch: str | None = None, *,
+                 token: str | None = None, ssh_key: str | None = None):
+        self.url = url
+        self.path = path
+        self.branch = branch
+        self._token = token
+        self._ssh_key = ssh_key
+
+    @classmethod
+    def for_source(cls, spec: SourceSpec, checkouts: Path) -> "GitCheckout":
+        """The checkout of a deployment's git source (one per repository and branch)."""
+        token = None
+        if spec.token_env:
+            token = os.environ.get(spec.token_env)
+            if not token:
+                raise SourceError(f"source.token_env names {spec.token_env}, which is not set: "
+                                  "export it (or put it in the .env next to kalpana.yaml)")
+        slug = hashlib.sha256(f"{repo_key(spec.repo)}#{spec.branch or ''}".encode()).hexdigest()[:16]
+        name = re.sub(r"[^a-z0-9]+", "-", repo_key(spec.repo).rsplit("/", 1)[-1].lower())[:40]
+        return cls(spec.repo, checkouts / f"{name}-{slug}", spec.branch, token=token, ssh_key=spec.ssh_key)
+
+    def exists(self) -> bool:
+        return (self.path / ".git").is_dir()
+
+    def clone(self) -> None:
+        """Clone into a temporary directory, then move it in place: never a half-made checkout."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_name(self.path.name + ".cloning")
+        shutil.rmtree(staging, ignore_errors=True)
+        args = ["clone", "--quiet", "--no-tags"]
+        if self.branch:
+            args += ["--branch", self.branch, "--single-branch"]
+        try:
+            self._git(*args, "--", self._remote(), str(staging), cwd=self.path.parent, error=SourceError)
+        except SourceError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        staging.rename(self.path)
+
+    def sync(self) -> tuple[str, str]:
+        """Fetch the branch and hard-reset to it; returns (old head, new head)."""
+        if not self.exists():
+            self.clone()
+            head = self.head()
+            return head, head
+        before = self.head()
+        branch = self.branch or self.current_branch()
+        self._git("fetch", "--quiet", "--no-tags", "--force", self._remote(),
+                  f"+refs/heads/{branch}:refs/remotes/origin/{branch}", error=FetchFailed)
+        # Only after a good fetch: reset and clean are local and cannot half-fail on the network.
+        self._git("reset", "--quiet", "--hard", f"refs/remotes/origin/{branch}", error=SourceError)
+        self._git("clean", "-qfdx", error=SourceError)
+        return before, self.head()
+
+    def head(self) -> str:
+        return self._git("rev-parse", "HEAD", error=SourceError).strip()
+
+    def current_branch(self) -> str:
+        name = self._git("rev-parse", "--abbrev-ref", "HEAD", error=SourceError).strip()
+        if name == "HEAD":
+            raise SourceError(f"checkout {self.path} is on a detached HEAD: set source.branch")
+        return name
+
+    def _remote(self) -> str:
+        url = self.url
+        if "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url):
+            return str(Path(url).resolve())  # a local path
+        return url
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+        if self._ssh_key:
+            env["GIT_SSH_COMMAND"] = (f"ssh -i {Path(self._ssh_key).expanduser()} -o IdentitiesOnly=yes "
+                                      "-o BatchMode=yes -o StrictHostKeyChecking=accept-new")
+        return env
+
+    def _git(self, *args: str, cwd: Path | None = None, error: type[SourceError] = SourceError) -> str:
+        command = ["git"]
+        if self._token:
+            # A header for this one command: the token never lands in .git/config, a URL or a log.
+            basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
+            command += ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
+        command += list(args)
+        try:
+            done = subprocess.run(command, cwd=cwd or self.path, env=self._env(), capture_output=True,
+                                  text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise error(f"git {args[0]} of {mask_url(self.url)} took over 300 s: is the remote reachable?") from None
+        if done.returncode != 0:
+            detail = mask_url((done.stderr or done.stdout).strip().splitlines()[-1] if (done.stderr or done.stdout).strip()
+                              else f"exit {done.returncode}")
+            if self._token:
+                detail = detail.replace(self._token, "***")
+            raise error(f"git {args[0]} of {mask_url(self.url)} failed: {detail}")
+        return done.stdout

@@ -33,9 +33,11 @@ class SourceSpec(_Model):
     """Where the application's files come from: a local path or a git repository."""
 
     path: str | None = Field(None, description="Directory relative to the workspace root.")
-    repo: str | None = Field(None, description="Git repository URL (reserved: git sources arrive with `kalpana watch`).")
-    branch: str | None = None
-    subdir: str | None = None
+    repo: str | None = Field(None, description="Git repository: https or ssh URL, a local path or a file:// URL.")
+    branch: str | None = Field(None, description="Branch to follow (default: the remote's default branch).")
+    subdir: str | None = Field(None, description="Directory inside the repository holding the app.")
+    token_env: str | None = Field(None, description="Environment variable holding an https access token.")
+    ssh_key: str | None = Field(None, description="Private key file for ssh URLs.")
 
     @model_validator(mode="before")
     @classmethod
@@ -48,8 +50,10 @@ class SourceSpec(_Model):
     def _one_kind(self) -> "SourceSpec":
         if bool(self.path) == bool(self.repo):
             raise ValueError("set exactly one of `path` (a local directory) or `repo` (a git URL)")
-        if self.path and (self.branch or self.subdir):
-            raise ValueError("`branch` and `subdir` only apply to a `repo` source")
+        if self.path and (self.branch or self.subdir or self.token_env or self.ssh_key):
+            raise ValueError("`branch`, `subdir`, `token_env` and `ssh_key` only apply to a `repo` source")
+        if self.subdir and (self.subdir.startswith("/") or ".." in self.subdir.split("/")):
+            raise ValueError("`subdir` must be a relative path inside the repository")
         return self
 
 
@@ -245,6 +249,10 @@ def field_hashes(spec: Deployment, *, image: str | None, env: dict[str, str]) ->
     data = spec.model_dump(mode="json")
     data["image"] = image
     data["env"] = env
+    # Credentials decide how the source is fetched, not what is built; unset keys are left out
+    # so that adding an optional key to the model never redeploys anyone.
+    data["source"] = spec.source.model_dump(mode="json", exclude_none=True, exclude={"token_env", "ssh_key"}) \
+        if spec.source else None
     return {field: _digest(data[field]) for field in BUILD_FIELDS + RUNTIME_FIELDS}
 
 

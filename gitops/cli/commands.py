@@ -111,3 +111,18 @@ def summarize(result, as_json: bool) -> None:
         unchanged = len(result.plan.steps) - len(result.outcomes)
         console.print(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged")
     sys.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--no-prune", is_flag=True, help="Keep containers no file declares.")
+@json_option
+@pass_ctx
+def sync(obj: Context, names: tuple[str, ...], no_prune: bool, as_json: bool) -> None:
+    """Fetch the config repository and git sources (hard reset, never merge), then apply."""
+    progress = Progress(to_stderr=as_json)
+    try:
+        result = obj.engine(progress).sync(list(names) or None, prune=not no_prune)
+    finally:
+        progress.close()
+    summarize(result, as_json)

@@ -29,7 +29,7 @@ def status(obj: Context, as_json: bool) -> None:
         table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(f"[bold]{escape(r.name)}[/bold]", styled(r.state.value), escape(r.url or "-"),
-                      escape(r.build_id or "-"), escape(r.image or "-"), duration(r.uptime_seconds), escape(r.detail))
+                      escape(r.build_id or "-"), escape(r.image or "-"), duration(r.uptime_seconds), escape(_first_line(r.detail, 90)))
     console = out_console()
     console.print(table if rows else "no deployments declared")
 
@@ -53,7 +53,7 @@ def builds(obj: Context, name: str, limit: int, as_json: bool) -> None:
         commit = (b.commit_hash or "")[:7] + (f" {b.commit_message[:40]}" if b.commit_message else "")
         table.add_row(b.id, styled(b.status.value), b.action, b.triggered_by.value, escape(commit or "-"),
                       escape(b.started_at or b.created_at), duration(b.duration),
-                      escape((b.error_message or "").splitlines()[0][:80] if b.error_message else ""))
+                      escape(_first_line(b.error_message, 80)))
     out_console().print(table if records else f"no builds of {name} yet")
 
 
@@ -143,6 +143,12 @@ def rollback(obj: Context, name: str, to: str | None, as_json: bool) -> None:
         print_json({"build": build.to_dict()})
     else:
         out_console().print(f"{name} now runs {build.image} (rollback recorded as build {build.id})")
+
+
+def _first_line(text: str | None, width: int) -> str:
+    """Tables show the start of long messages; --json and `logs` have them whole."""
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def _known(obj: Context, name: str) -> None:
