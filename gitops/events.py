@@ -21,6 +21,11 @@ class EventKind(str, Enum):
     STEP_DONE = "step_done"  #: a step finished successfully
     STEP_FAILED = "step_failed"  #: a step failed; what runs was kept
     WARNING = "warning"  #: something the operator should know (e.g. pruning skipped)
+    TRIGGER = "trigger"  #: the daemon saw a reason to work (file save, push, poll, drift)
+    JOB_START = "job_start"  #: the daemon started a run
+    JOB_DONE = "job_done"  #: a run ended (``ok`` in data)
+    INFO = "info"  #: daemon life: listening, stopping, Docker back
+    ERROR = "error"  #: the daemon hit a problem it keeps running through
 
 
 @dataclass(frozen=True)

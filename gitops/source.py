@@ -223,6 +223,12 @@ class GitCheckout:
         self._git("clean", "-qfdx", error=SourceError)
         return before, self.head()
 
+    def remote_head(self) -> str | None:
+        """The newest commit of the followed branch on the remote (no fetch), or None if it has none."""
+        branch = self.branch or self.current_branch()
+        out = self._git("ls-remote", self._remote(), f"refs/heads/{branch}", error=FetchFailed)
+        return out.split()[0] if out.strip() else None
+
     def head(self) -> str:
         return self._git("rev-parse", "HEAD", error=SourceError).strip()
 

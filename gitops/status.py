@@ -16,6 +16,7 @@ class State(str, Enum):
     """A deployment's state as a user sees it."""
 
     RUNNING = "running"  #: its container runs
+    CRASH_LOOPING = "crash-looping"  #: its container keeps dying; Docker restarts it with backoff
     STOPPED = "stopped"  #: stopped by the operator or disabled
     FAILED = "failed"  #: its container exited, or its only builds failed
     BUILDING = "building"  #: a build is in progress
@@ -54,6 +55,9 @@ def report(load: LoadResult, runtime: DockerRuntime, history: History, instance:
         detail = ""
         if latest and latest.status in (BuildStatus.BUILDING, BuildStatus.PENDING):
             state = State.BUILDING
+        elif container and container.state == "restarting":
+            state = State.CRASH_LOOPING
+            detail = container.status
         elif container and container.running:
             state = State.RUNNING
         elif name in stopped or (desired and not desired.spec.enabled):

@@ -124,3 +124,19 @@ def duration(seconds: float | None) -> str:
     if hours < 48:
         return f"{hours}h{minutes:02d}m"
     return f"{hours // 24}d{hours % 24}h"
+
+
+class EventLines:
+    """Every event as one JSON line on stdout: how `kalpana watch` follows the runs it starts."""
+
+    def __call__(self, event: Event) -> None:
+        sys.stdout.write(json.dumps(event_dict(event), default=str) + "\n")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def event_dict(event: Event) -> dict:
+    """JSON form of an event."""
+    return {"event": event.kind.value, "deployment": event.deployment, "message": event.message, **event.data}

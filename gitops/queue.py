@@ -1,0 +1,139 @@
+"""The daemon's single work queue: coalesced, one run at a time, newest commit wins.
+
+Triggers (file saves, webhooks, polls, drift) ``submit`` jobs. Jobs that
+arrive while another waits are merged into it, and the worker starts only
+after a short quiet period, so ten pushes in a second give one build of the
+newest commit. A push for a deployment that is being built *now* cancels
+that build ("superseded by <sha>"): building an obsolete commit on a small
+machine only delays the version the user just pushed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gitops.history import Trigger
+
+_TRIGGER_RANK = {Trigger.AUTO: 0, Trigger.MANUAL: 1, Trigger.WEBHOOK: 2}
+
+
+@dataclass
+class Job:
+    """One unit of work: apply these deployments (None = all), perhaps fetching first."""
+
+    names: frozenset[str] | None
+    trigger: Trigger
+    fetch: bool = False  # fetch the git sources of these deployments first
+    config: bool = False  # fetch the config repository first (then apply everything it declares)
+    commit: str | None = None  # the pushed commit, when a push caused it
+    reasons: list[str] = field(default_factory=list)
+    prune: bool = False
+
+    def merge(self, other: "Job") -> "Job":
+        """One job doing the work of both."""
+        names = None if self.names is None or other.names is None else self.names | other.names
+        trigger = max(self.trigger, other.trigger, key=lambda t: _TRIGGER_RANK[t])
+        return Job(names, trigger, self.fetch or other.fetch, self.config or other.config,
+                   other.commit or self.commit, self.reasons + other.reasons, self.prune or other.prune)
+
+    def overlaps(self, other: "Job") -> bool:
+        return self.names is None or other.names is None or bool(self.names & other.names)
+
+    def describe(self) -> str:
+        what = "all deployments" if self.names is None else ", ".join(sorted(self.names))
+        return f"{what} ({self.trigger.value}{', fetch' if self.fetch or self.config else ''})"
+
+
+class Running:
+    """The job being run now, and how to cancel it."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.cancelled = threading.Event()
+        self.cancel_reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        self.cancel_reason = reason
+        self.cancelled.set()
+
+
+class WorkQueue:
+    """Coalescing queue with one worker thread; ``runner(running)`` does the work and watches ``cancelled``."""
+
+    def __init__(self, runner: Callable[[Running], None], *, quiet: float = 0.3, max_wait: float = 2.0,
+                 on_supersede: Callable[[Running, Job], None] = lambda running, job: None):
+        self._runner = runner
+        self._quiet = quiet
+        self._max_wait = max_wait
+        self._on_supersede = on_supersede
+        self._lock = threading.Condition()
+        self._pending: Job | None = None
+        self._first_at = 0.0
+        self._last_at = 0.0
+        self._running: Running | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="kalpana-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (merging it into what waits); supersede a running build of an older commit."""
+        with self._lock:
+            if self._closed:
+                return
+            now = time.monotonic()
+            if self._pending is None:
+                self._pending, self._first_at = job, now
+            else:
+                self._pending = self._pending.merge(job)
+            self._last_at = now
+            running = self._running
+            if (running is not None and job.commit and job.fetch and running.job.overlaps(job)
+                    and running.job.commit != job.commit and not running.cancelled.is_set()):
+                running.cancel(f"superseded by {job.commit[:7]}")
+                self._on_supersede(running, job)
+            self._lock.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running is not None or self._pending is not None
+
+    def close(self, cancel_reason: str | None = None, timeout: float = 60.0) -> None:
+        """Stop taking work; cancel (or let finish) the running job; wait for the worker up to ``timeout``."""
+        with self._lock:
+            self._closed = True
+            self._pending = None
+            if self._running is not None and cancel_reason:
+                self._running.cancel(cancel_reason)
+            self._lock.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed:
+                    if self._pending is not None:
+                        now = time.monotonic()
+                        settle = min(self._last_at + self._quiet, self._first_at + self._max_wait)
+                        if now >= settle:
+                            break
+                        self._lock.wait(settle - now)
+                    else:
+                        self._lock.wait()
+                if self._closed:
+                    return
+                job, self._pending = self._pending, None
+                self._running = Running(job)
+                running = self._running
+            try:
+                self._runner(running)
+            finally:
+                with self._lock:
+                    self._running = None
+                    self._lock.notify_all()

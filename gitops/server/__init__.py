@@ -1,0 +1,1 @@
+"""The HTTP side of `kalpana watch`: GitHub webhooks (FastAPI, served by uvicorn)."""

@@ -1,0 +1,111 @@
+"""FastAPI app: the guide's per-deployment webhook and one instance-wide webhook.
+
+Handlers only check and queue: GitHub gives up after 10 s, so the answer
+(202 with what was queued) goes out at once and the pull + apply run in the
+daemon's work queue.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from gitops import webhook as wh
+
+
+class Receiver(Protocol):
+    """What the app needs from the daemon."""
+
+    insecure: bool
+
+    def secret_for(self, name: str | None) -> tuple[str | None, str]:
+        """(secret, the setting that holds it) of a deployment (or the instance when ``name`` is None)."""
+
+    def known(self, name: str) -> bool:
+        """Is ``name`` a deployment of this instance?"""
+
+    def targets(self, name: str | None) -> list[wh.Target]:
+        """What a push to this endpoint may rebuild."""
+
+    def first_delivery(self, delivery: str | None) -> bool:
+        """Record ``delivery``; False when it was seen before (a redelivery)."""
+
+    def enqueue_push(self, routing: wh.Routing, push: wh.Push, delivery: str | None) -> None:
+        """Queue the work a push asks for."""
+
+
+def create_app(receiver: Receiver) -> FastAPI:
+    """The webhook app bound to a daemon."""
+    app = FastAPI(title="Kalpana", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True}
+
+    @app.post("/api/deployments/{name}/webhook")
+    async def deployment_webhook(name: str, request: Request) -> JSONResponse:
+        if not receiver.known(name):
+            return _answer(404, f"no deployment named {name!r} on this instance")
+        return await _handle(receiver, request, name)
+
+    @app.post("/webhook")
+    async def instance_webhook(request: Request) -> JSONResponse:
+        return await _handle(receiver, request, None)
+
+    return app
+
+
+async def _handle(receiver: Receiver, request: Request, name: str | None) -> JSONResponse:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > wh.MAX_BODY:
+        return _answer(413, "payload over 25 MB")
+    body = await _read_capped(request)
+    if body is None:
+        return _answer(413, "payload over 25 MB")
+    secret, setting = receiver.secret_for(name)
+    if secret is None:
+        if not receiver.insecure:
+            return _answer(403, f"webhook secret not configured: set {setting} (the same secret goes into "
+                                "GitHub's webhook settings)")
+    elif not wh.verify(secret, body, request.headers.get(wh.SIGNATURE_HEADER)):
+        return _answer(401, f"missing or wrong {wh.SIGNATURE_HEADER} signature: check that the secret in "
+                            f"GitHub matches {setting}")
+    event = request.headers.get(wh.EVENT_HEADER, "")
+    delivery = request.headers.get(wh.DELIVERY_HEADER)
+    if event == "ping":
+        return _answer(200, "pong", event="ping")
+    if event != "push":
+        return _answer(202, f"event {event or '(none)'!r} ignored: only push events deploy", ignored=True)
+    try:
+        push = wh.Push.from_payload(wh.decode(body, request.headers.get("content-type")))
+    except wh.BadPayload as exc:
+        return _answer(400, str(exc))
+    why = push.ignored_because
+    if why:
+        return _answer(202, f"ignored: {why}", ignored=True)
+    routing = wh.route(push, receiver.targets(name))
+    if not routing.anything:
+        reasons = "; ".join(f"{k}: {v}" for k, v in routing.ignored.items()) or "no deployment follows this repository"
+        return _answer(202, f"ignored: {reasons}", ignored=True, skipped=routing.ignored)
+    if not receiver.first_delivery(delivery):
+        return _answer(200, f"delivery {delivery} was already handled", duplicate=True)
+    receiver.enqueue_push(routing, push, delivery)
+    queued = (["config repository"] if routing.config else []) + routing.deployments
+    return _answer(202, f"queued {', '.join(queued)} at {push.after[:7]}", queued=queued, commit=push.after,
+                   skipped=routing.ignored)
+
+
+async def _read_capped(request: Request) -> bytes | None:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > wh.MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"message": message, **extra}, status_code=status)
