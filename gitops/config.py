@@ -119,16 +119,20 @@ GUIDE_ENV = {"TRAEFIK_BASE_URL": "traefik_base_url", "TRAEFIK_EMAIL": "traefik_e
              "TRAEFIK_NETWORK": "traefik_network", "DOCKER_HOST": "docker_host"}
 
 
-def _overrides(env: Mapping[str, str | None]) -> dict[str, Any]:
+def _overrides(env: Mapping[str, str | None], where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Keys set by environment-style variables, and for each key where it came from."""
     found: dict[str, Any] = {}
-    for var, key in GUIDE_ENV.items():
+    origin: dict[str, str] = {}
+    names = [(var, key) for var, key in GUIDE_ENV.items()] + [(f"KALPANA_{k.upper()}", k) for k in KEYS]
+    for var, key in names:
         if env.get(var) not in (None, ""):
             found[key] = env[var]
-    for key in KEYS:
-        value = env.get(f"KALPANA_{key.upper()}")
-        if value not in (None, ""):
-            found[key] = value
-    return found
+            origin[key] = f"{var} ({where})"
+    repo = {k: env.get(f"KALPANA_REPO_{k.upper()}") for k in RepoSettings.model_fields}
+    if any(repo.values()):
+        found["repo"] = {k: v for k, v in repo.items() if v}
+        origin["repo"] = f"KALPANA_REPO_* ({where})"
+    return found, origin
 
 
 def load_settings(config: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +141,7 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
     explicit = config is not None or bool(environ.get("KALPANA_CONFIG"))
     path = Path(config or environ.get("KALPANA_CONFIG") or DEFAULT_CONFIG)
     data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     if path.is_file():
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
@@ -147,20 +152,24 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: must be a mapping of settings (see kalpana.yaml.example)")
         data.update(loaded)
+        origin.update({key: str(path) for key in loaded})
     elif explicit:
         raise ConfigError(f"config file {path} not found: check -c/--config or create it from kalpana.yaml.example")
     dotenv = path.parent / ".env"
-    for source in ([dotenv_values(dotenv)] if dotenv.is_file() else []) + [environ]:
-        data.update(_overrides(source))
-        repo = {k: source.get(f"KALPANA_REPO_{k.upper()}") for k in RepoSettings.model_fields}
-        if any(repo.values()):
-            data["repo"] = {**(data.get("repo") or {}), **{k: v for k, v in repo.items() if v}}
+    layers = ([(dotenv_values(dotenv), str(dotenv))] if dotenv.is_file() else []) + [(environ, "environment")]
+    for values, where in layers:
+        found, found_origin = _overrides(values, where)
+        if "repo" in found:
+            found["repo"] = {**(data.get("repo") or {}), **found["repo"]}
+        data.update(found)
+        origin.update(found_origin)
     data["config_dir"] = path.parent.resolve()
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
         hint = " (unknown key: see kalpana.yaml.example for every key)" if first["type"] == "extra_forbidden" else ""
-        raise ConfigError(f"{path}: {field}: {first['msg']}{hint}") from None
-
+        source = origin.get(str(first["loc"][0]), str(path)) if first["loc"] else str(path)
+        raise ConfigError(f"{source}: {field}: {message}{hint}") from None

@@ -33,8 +33,11 @@ def base_labels(instance: str, deployment: str) -> dict[str, str]:
 
 
 def container_name(instance: str, deployment: str) -> str:
-    """The container is named after the deployment (prefixed outside the default instance)."""
-    return deployment if instance == "default" else f"{instance}-{deployment}"
+    """The container is named after the deployment (``<instance>_<name>`` outside the default instance).
+
+    ``_`` never occurs in instance or deployment names, so two instances can't collide.
+    """
+    return deployment if instance == "default" else f"{instance}_{deployment}"
 
 
 def retired_name(instance: str, deployment: str) -> str:
@@ -43,8 +46,8 @@ def retired_name(instance: str, deployment: str) -> str:
 
 
 def image_repository(instance: str, deployment: str) -> str:
-    """Repository of a deployment's images (``kalpana/<name>``, instance-prefixed outside default)."""
-    name = deployment if instance == "default" else f"{instance}-{deployment}"
+    """Repository of a deployment's images: ``kalpana/<name>``, or ``kalpana/<instance>/<name>`` outside default."""
+    name = deployment if instance == "default" else f"{instance}/{deployment}"
     return f"{IMAGE_REPOSITORY}/{name}"
 
 

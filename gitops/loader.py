@@ -21,11 +21,17 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel, to_snake
 
 from gitops.errors import SpecError
-from gitops.spec import Deployment, Desired, _Missing
+from gitops.spec import Deployment, Desired, FieldProblem, HealthCheck, Resources, SourceSpec
 
 EXTENSIONS = (".yaml", ".yml", ".json")
-_FIELDS = sorted(set(Deployment.model_fields) | {"buildCommand", "startCommand", "workingDir", "autoRebuild",
-                                                  "envVars", "exposedPort", "webhookSecret", "envFile"})
+# Names a typo is compared with, per mapping: the top level and each nested model.
+_NESTED = {"healthcheck": HealthCheck, "resources": Resources, "source": SourceSpec}
+_ALIASES = {"env_vars": "env", "envVars": "env"}
+
+
+def _candidates(parent: tuple[str, ...]) -> list[str]:
+    model = _NESTED.get(to_snake(parent[0])) if len(parent) == 1 else (Deployment if not parent else None)
+    return sorted(model.model_fields) if model else []
 
 
 @dataclass
@@ -129,7 +135,7 @@ def _resolve(spec: Deployment, path: Path, shown: str, lines: dict, start: int,
     if spec.source and spec.source.path:
         src = workspace / spec.source.path
         if not src.is_dir():
-            return None, SpecError(shown, _line(lines, ("source",), start), "source.path",
+            return None, SpecError(shown, _line(lines, ("source", "path"), start), "source.path",
                                    f"directory {display_path(src)} not found (paths are relative to the workspace {display_path(workspace)})")
     return Desired(spec, shown, _line(lines, ("name",), start), image=spec.image or default_image, env=env), None
 
@@ -141,17 +147,19 @@ def _spec_errors(shown: str, exc: ValidationError, lines: dict, start: int) -> l
         message = err["msg"].removeprefix("Value error, ")
         message = message[:1].lower() + message[1:]
         cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _Missing):
-            loc = (cause.field,)
+        if isinstance(cause, FieldProblem):
+            loc = loc + (cause.field,)
         if err["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(loc[-1], _FIELDS, n=1)
+            known = _candidates(loc[:-1])
+            near = difflib.get_close_matches(to_snake(loc[-1]), known, n=1) or \
+                difflib.get_close_matches(loc[-1], [to_camel(k) for k in known], n=1)
             message = "unknown field" + (f" (did you mean {to_snake(near[0])!r}?)" if near else "")
         elif err["type"] == "missing":
             message = "field required"
         elif err["type"] == "string_pattern_mismatch" and loc[-1] in ("name", "subdomain"):
             message = (f"{err['input']!r} is not a DNS label: use lowercase letters, digits and hyphens "
                        "(at most 63, not starting or ending with a hyphen)")
-        field_name = ".".join(to_snake(p) if not p.isdigit() else p for p in loc) or None
+        field_name = ".".join(_ALIASES.get(p) or (to_snake(p) if not p.isdigit() else p) for p in loc) or None
         found.append(SpecError(shown, _line(lines, loc, start), field_name, message))
     return found
 

@@ -121,9 +121,9 @@ def _step(d: Desired, revision: str, observed: Observed, stopped: bool) -> Step:
     build_changes = [f"{f} changed" for f in BUILD_FIELDS if deployed.get(f) != d.hashes[f]]
     if container.revision != revision:
         build_changes.append(f"source {short_revision(container.revision)} -> {short_revision(revision)}")
-    if build_changes:
-        return Step(name, Action.REBUILD, ", ".join(build_changes), **base)
     runtime_changes = [f"{f} changed" for f in RUNTIME_FIELDS if deployed.get(f) != d.hashes[f]]
+    if build_changes:
+        return Step(name, Action.REBUILD, ", ".join(build_changes + runtime_changes), **base)
     if runtime_changes:
         return Step(name, Action.REDEPLOY, ", ".join(runtime_changes), **base)
     if not container.running:

@@ -200,6 +200,14 @@ class Deployment(_Model):
             return {str(k): _env_value(v) for k, v in value.items()}
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _no_double_hyphen(cls, value: str) -> str:
+        # "--" is how a container being replaced is marked (<name>--retiring).
+        if "--" in value:
+            raise ValueError("must not contain '--' (Kalpana reserves it)")
+        return value
+
     @field_validator("working_dir")
     @classmethod
     def _absolute(cls, value: str) -> str:
@@ -210,20 +218,20 @@ class Deployment(_Model):
     @model_validator(mode="after")
     def _runnable(self) -> "Deployment":
         if not self.start_command and not self.dockerfile:
-            raise _Missing("start_command")
+            raise FieldProblem("start_command", "field required")
         if self.dockerfile and not self.source:
-            raise ValueError("dockerfile needs a source (the directory holding the Dockerfile)")
+            raise FieldProblem("dockerfile", "needs a source (the directory holding the Dockerfile)")
         if self.exposed_port and not self.port:
-            raise ValueError("exposed_port needs port (the port the app listens on inside the container)")
+            raise FieldProblem("exposed_port", "needs port (the port the app listens on inside the container)")
         return self
 
 
-class _Missing(ValueError):
-    """A field required only in some combinations; the loader reports it at that field."""
+class FieldProblem(ValueError):
+    """A rule across fields, reported by the loader at ``field`` (its name and its line)."""
 
-    def __init__(self, field: str):
+    def __init__(self, field: str, message: str):
         self.field = field
-        super().__init__("Field required")
+        super().__init__(message)
 
 
 # Fields whose change needs a new image, and fields whose change only needs a

@@ -98,7 +98,7 @@ def remove_instance_objects(client: docker.DockerClient, instance: str) -> list[
             if not _gone(exc):
                 failures.append(f"network {network.name}: {exc}")
 
-    # image_repository(instance, "") is the "kalpana/<instance>-" prefix every image repository of the instance has.
+    # image_repository(instance, "") is the "kalpana/<instance>/" prefix every image repository of the instance has.
     prefix = image_repository(instance, "")
     images = {image.id: image for image in client.images.list(filters=label)}
     images.update({image.id: image for image in client.images.list()
