@@ -203,6 +203,9 @@ class Engine:
             if plan.prune_note and prune:
                 self.events.emit(EventKind.WARNING, None, plan.prune_note)
             result = ApplyResult(plan, load)
+            changes = [f"{s.name} {s.action.value} ({s.reason})" for s in plan.changes]
+            self.events.emit(EventKind.PLAN, None, "; ".join(changes) if changes else "nothing to change",
+                             changes=len(changes))
             for step in plan.steps:
                 if force and step.desired and step.action in (Action.NOOP, Action.START, Action.REDEPLOY) \
                         and step.desired.spec.enabled:

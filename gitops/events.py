@@ -15,6 +15,7 @@ class EventKind(str, Enum):
 
     LOCK_WAIT = "lock_wait"  #: another apply holds the lock; waiting
     RECOVERED = "recovered"  #: a leftover from an interrupted run was repaired
+    PLAN = "plan"  #: the plan of a run (its changes, or that there are none)
     STEP_START = "step_start"  #: one plan step begins
     PHASE = "phase"  #: a step enters a phase (source, build, deploy, health, ...)
     LOG = "log"  #: one line of build output (already masked)

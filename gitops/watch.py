@@ -50,6 +50,7 @@ class Daemon:
         self.deliveries = Deliveries(settings.state_path / "deliveries.log")
         self.work = WorkQueue(self._run_job, quiet=max(settings.debounce, 0.05), on_supersede=self._superseded)
         self._stop = threading.Event()
+        self._stop_reason = "stopping"
         self._load = LoadResult()
         self._file_names: dict[Path, set[str]] = {}
         self._heal: dict[str, tuple[int, float]] = {}  # name -> (attempts, next allowed time)
@@ -72,18 +73,20 @@ class Daemon:
         if self.serve:
             self._start_server()
         self._stop.wait()
+        # Shutdown happens here, on the thread that run() blocks, so the process cannot exit
+        # before the running build has been cancelled and recorded.
+        self.events.emit(EventKind.INFO, None, f"{self._stop_reason}: no new work; cancelling what runs")
+        if self._server is not None:
+            self._server.should_exit = True
+        self.work.close(cancel_reason="the daemon is stopping", timeout=CANCEL_GRACE + 10)
+        self.events.emit(EventKind.INFO, None, "stopped")
         return 0
 
     def stop(self, reason: str = "stopping") -> None:
-        """Stop taking work, cancel the running build (bounded), stop the server."""
-        if self._stop.is_set():
-            return
-        self.events.emit(EventKind.INFO, None, f"{reason}: no new work; cancelling what runs")
-        if self._server is not None:
-            self._server.should_exit = True
-        self._stop.set()
-        self.work.close(cancel_reason="the daemon is stopping", timeout=CANCEL_GRACE + 10)
-        self.events.emit(EventKind.INFO, None, "stopped")
+        """Ask the daemon to stop: no new work, the running build cancelled (bounded), server closed."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
 
     # -- triggers ----------------------------------------------------------
 

@@ -60,14 +60,12 @@ def watch(obj: Context, log_format: str, no_server: bool) -> None:
     daemon = Daemon(obj.settings, config, obj.runtime, obj.history, events, serve=not no_server)
 
     def stop(signum, frame) -> None:
-        # The handler returns at once; stopping (which waits for the running build) happens off the signal path.
+        # Only flag it here: run() does the shutdown, outside the signal handler.
         threading.Thread(target=daemon.stop, args=(f"received {signal.Signals(signum).name}",), daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    code = daemon.run()
-    daemon.stop()
-    sys.exit(code)
+    sys.exit(daemon.run())
 
 
 @cli.command()
