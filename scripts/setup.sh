@@ -13,24 +13,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
-    PYTHON="$VIRTUAL_ENV/bin/python"
-else
-    PYTHON=python3
-fi
-command -v "$PYTHON" >/dev/null || { say "python3 not found: apt-get install -y python3 python3-venv"; exit 1; }
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || { say "Kalpana needs Python 3.11 or newer ($("$PYTHON" --version))"; exit 1; }
-if "$PYTHON" -c 'import os, sys, sysconfig
-marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
-sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(marker) else 1)'; then
-    [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv \
-        || { say "'python3 -m venv .venv' failed: apt-get install -y python3-venv"; exit 1; }
-    PYTHON=.venv/bin/python
-    say "installed into .venv: run kalpana as .venv/bin/kalpana (or 'source .venv/bin/activate')"
-fi
+source scripts/python.sh
 
-"$PYTHON" -m pip install -q --disable-pip-version-check -e .
+PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install -q --disable-pip-version-check -e .
 bash scripts/ensure-docker.sh
 say "deploying the examples in deployments.d/"
 exec "$PYTHON" -m gitops apply

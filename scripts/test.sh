@@ -10,19 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }
 
-if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
-    PYTHON="$VIRTUAL_ENV/bin/python"
-else
-    PYTHON=python3
-fi
-# A distribution's own Python refuses pip installs (PEP 668): use a project venv instead.
-if "$PYTHON" -c 'import os, sys, sysconfig
-marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
-sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(marker) else 1)'; then
-    [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv \
-        || { say "python3 is externally managed and 'python3 -m venv .venv' failed: apt-get install -y python3-venv"; exit 1; }
-    PYTHON=.venv/bin/python
-fi
+source scripts/python.sh
 
 # pip takes ~10 s even when nothing changed; skip it while this Python already has
 # this checkout installed from the same pyproject.toml.
