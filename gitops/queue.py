@@ -64,11 +64,13 @@ class WorkQueue:
     """Coalescing queue with one worker thread; ``runner(running)`` does the work and watches ``cancelled``."""
 
     def __init__(self, runner: Callable[[Running], None], *, quiet: float = 0.3, max_wait: float = 2.0,
-                 on_supersede: Callable[[Running, Job], None] = lambda running, job: None):
+                 on_supersede: Callable[[Running, Job], None] = lambda running, job: None,
+                 on_error: Callable[[Job, Exception], None] = lambda job, exc: None):
         self._runner = runner
         self._quiet = quiet
         self._max_wait = max_wait
         self._on_supersede = on_supersede
+        self._on_error = on_error
         self._lock = threading.Condition()
         self._pending: Job | None = None
         self._first_at = 0.0
@@ -95,6 +97,9 @@ class WorkQueue:
             if (running is not None and job.commit and job.fetch and running.job.overlaps(job)
                     and running.job.commit != job.commit and not running.cancelled.is_set()):
                 running.cancel(f"superseded by {job.commit[:7]}")
+                # The cancelled run may have covered more than the push (other deployments, a prune):
+                # that work must still happen, with the newest commit.
+                self._pending = running.job.merge(self._pending)
                 self._on_supersede(running, job)
             self._lock.notify_all()
 
@@ -133,6 +138,8 @@ class WorkQueue:
                 running = self._running
             try:
                 self._runner(running)
+            except Exception as exc:  # noqa: BLE001 - one bad run must not stop the worker for good
+                self._on_error(running.job, exc)
             finally:
                 with self._lock:
                     self._running = None

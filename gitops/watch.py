@@ -48,7 +48,8 @@ class Daemon:
         self.serve = serve
         self.insecure = settings.insecure_webhooks
         self.deliveries = Deliveries(settings.state_path / "deliveries.log")
-        self.work = WorkQueue(self._run_job, quiet=max(settings.debounce, 0.05), on_supersede=self._superseded)
+        self.work = WorkQueue(self._run_job, quiet=max(settings.debounce, 0.05), on_supersede=self._superseded,
+                              on_error=self._run_failed)
         self._stop = threading.Event()
         self._stop_reason = "stopping"
         self._load = LoadResult()
@@ -309,6 +310,9 @@ class Daemon:
             build = self.history.get(build_id)
             if build and build.status is BuildStatus.CANCELLED:
                 self.history.update(build_id, error_message=reason)
+
+    def _run_failed(self, job: Job, exc: Exception) -> None:
+        self.events.emit(EventKind.ERROR, None, f"the run of {job.describe()} failed: {type(exc).__name__}: {exc}")
 
     def _superseded(self, running: Running, job: Job) -> None:
         self.events.emit(EventKind.TRIGGER, None, f"cancelling the run of {running.job.describe()}: "

@@ -65,7 +65,7 @@ async def _handle(receiver: Receiver, request: Request, name: str | None) -> JSO
     if body is None:
         return _answer(413, "payload over 25 MB")
     secret, setting = receiver.secret_for(name)
-    if secret is None:
+    if not secret:  # an empty secret is no secret: anyone can compute an HMAC keyed with ""
         if not receiver.insecure:
             return _answer(403, f"webhook secret not configured: set {setting} (the same secret goes into "
                                 "GitHub's webhook settings)")
