@@ -96,9 +96,11 @@ class Deployer:
         while True:
             state, code = self.runtime.exit_info(container_id)
             if state not in ("running", "created"):
-                raise DeployFailed(self._failure(container_id, f"the new container {state}"
-                                                 + (f" with exit code {code}" if code is not None and state == "exited" else "")
-                                                 + " before it became healthy"))
+                # With restart policy unless-stopped, a crashed container is usually seen "restarting".
+                what = f"stopped with exit code {code}" if state in ("exited", "restarting") and code is not None else state
+                again = " (Docker was restarting it)" if state == "restarting" else ""
+                raise DeployFailed(self._failure(container_id, f"the new container {what}{again} "
+                                                 "before it became healthy"))
             if state == "running":
                 ok, last = probe(check, host_port)
                 if ok and (settle is None or time.monotonic() >= settle):

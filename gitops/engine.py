@@ -309,7 +309,7 @@ class Engine:
         d = step.desired
         old = step.container
         current_port = old.host_port if old else None
-        port = routing.host_port(d, self.history, current=current_port)
+        port = routing.host_port(d, self.history, current=current_port, instance=self.instance)
         self._phase(record, d.name, f"deploying {tag}" + (f" on {routing.url(port)}" if port else ""))
         rollout = self.deployer.rollout(d, tag, build_id=image_build or record.id, revision=revision, old=old,
                                         host_port=port, on_phase=lambda text: self._phase(record, d.name, text))

@@ -23,7 +23,7 @@ class PortBook:
     def assigned_ports(self) -> dict[str, int]: ...
 
 
-def host_port(desired: Desired, book: PortBook, *, current: int | None = None) -> int | None:
+def host_port(desired: Desired, book: PortBook, *, current: int | None = None, instance: str = "default") -> int | None:
     """The host port for ``desired``: the file's, the remembered one, or a newly assigned free one."""
     spec = desired.spec
     if not spec.port:
@@ -39,8 +39,9 @@ def host_port(desired: Desired, book: PortBook, *, current: int | None = None) -
     taken = set(book.assigned_ports().values())
     low, high = PORT_RANGE
     span = high - low + 1
-    # Start from a spot derived from the name, so ports are stable and spread out.
-    first = zlib.crc32(spec.name.encode()) % span
+    # Start from a spot derived from the instance and name, so ports are stable and spread out,
+    # and two instances' deployments of the same name don't race for one port.
+    first = zlib.crc32(f"{instance}/{spec.name}".encode()) % span
     for offset in range(span):
         port = low + (first + offset) % span
         if port not in taken and port_is_free(port):

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import docker
 import docker.errors
@@ -85,7 +85,7 @@ def remove_instance_objects(client: docker.DockerClient, instance: str) -> list[
     """Remove the containers, networks and images of one instance; return what could not be removed."""
     label = {"label": f"{INSTANCE}={instance}"}
     failures: list[str] = []
-    for container in client.containers.list(all=True, filters=label):
+    for container in client.containers.list(all=True, filters=label, ignore_removed=True):
         try:
             container.remove(force=True, v=True)
         except docker.errors.APIError as exc:
@@ -100,11 +100,15 @@ def remove_instance_objects(client: docker.DockerClient, instance: str) -> list[
 
     # image_repository(instance, "") is the "kalpana/<instance>/" prefix every image repository of the instance has.
     prefix = image_repository(instance, "")
-    images = {image.id: image for image in client.images.list(filters=label)}
-    images.update({image.id: image for image in client.images.list()
-                   if any(tag.startswith(prefix) for tag in image.tags)})
+    # The low-level listing: images.list() looks each image up again, and the other xdist
+    # worker may remove one in between (404 in our teardown).
+    raw = {i["Id"]: i for i in client.api.images(filters=label)}
+    raw.update({i["Id"]: i for i in client.api.images()
+                if any(tag.startswith(prefix) for tag in i.get("RepoTags") or [])})
+    images = {image_id: _ListedImage(image_id, i.get("RepoTags") or [], i.get("Created", 0))
+              for image_id, i in raw.items()}
     # Newest first, so a child goes before the image it was built on; retry once for the order we got wrong.
-    pending = sorted(images.values(), key=lambda image: image.attrs.get("Created", ""), reverse=True)
+    pending = sorted(images.values(), key=lambda image: image.created, reverse=True)
     for _ in range(2):
         left = []
         for image in pending:
@@ -116,8 +120,14 @@ def remove_instance_objects(client: docker.DockerClient, instance: str) -> list[
         pending = [image for image, _ in left]
         if not pending:
             break
-    failures += [f"image {image.tags or image.short_id}: {exc}" for image, exc in left]
+    failures += [f"image {image.tags or image.id[:19]}: {exc}" for image, exc in left]
     return failures
+
+
+class _ListedImage(NamedTuple):
+    id: str
+    tags: list[str]
+    created: int
 
 
 @pytest.fixture(scope="session")
