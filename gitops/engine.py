@@ -10,7 +10,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gitops import labels as L
 from gitops import routing
@@ -115,7 +114,7 @@ class Engine:
         return plan, load
 
     def _prepare(self, names: list[str] | None, prune: bool, observed: Observed | None = None,
-                 fetch: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
+                 fetch: bool = False, automatic: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
         load = self.load()
         observed = observed or self.runtime.observe(self.instance)
         only = set(names) if names else None
@@ -127,14 +126,14 @@ class Engine:
                                    + "\n".join(str(e) for e in load.errors))
             raise UnknownDeployment(missing, sorted(load.desired))
         if fetch:
-            self._fetch_sources([d for n, d in load.desired.items() if not only or n in only])
+            self._fetch_sources([d for n, d in load.desired.items() if not only or n in only], automatic)
         revisions: dict[str, Revision] = {}
         broken: set[str] = set()
         for name, d in list(load.desired.items()):
             if only and name not in only:
                 continue
             try:
-                revisions[name] = resolve(d.spec.source, self.settings.workspace_path, self.settings.checkouts_path) \
+                revisions[name] = resolve(d.spec.source, self.settings.workspace_path, self.settings.checkouts_path, name) \
                     if d.spec.enabled else NO_SOURCE
             except SourceError as exc:
                 # Like a file that fails to load: leave that deployment alone, prune nothing.
@@ -149,18 +148,17 @@ class Engine:
                          prune_note=note if prune else "--no-prune", only=only, broken=broken)
         return plan, load, revisions
 
-    def _fetch_sources(self, selected: list[Desired]) -> None:
-        """Fetch each git source once (deployments may share a repository); a failure keeps the old checkout."""
-        done: set[Path] = set()
+    def _fetch_sources(self, selected: list[Desired], automatic: bool) -> None:
+        """Fetch the git sources of ``selected``; a failure keeps the old checkout.
+
+        ``automatic`` runs (webhooks, polls) leave deployments with auto_rebuild: false where they are.
+        """
         for d in selected:
             source = d.spec.source
-            if not (source and source.repo and d.spec.enabled):
+            if not (source and source.repo and d.spec.enabled) or (automatic and not d.spec.auto_rebuild):
                 continue
             try:
-                checkout = GitCheckout.for_source(source, self.settings.checkouts_path)
-                if checkout.path in done:
-                    continue
-                done.add(checkout.path)
+                checkout = GitCheckout.for_source(source, self.settings.checkouts_path, d.name)
                 before, after = checkout.sync()
             except SourceError as exc:
                 self.events.emit(EventKind.WARNING, d.name, f"{exc}; using the last good checkout")
@@ -199,7 +197,8 @@ class Engine:
         """
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
             observed = self._recover()
-            plan, load, revisions = self._prepare(names, prune, observed, fetch=fetch)
+            plan, load, revisions = self._prepare(names, prune, observed, fetch=fetch,
+                                                  automatic=trigger is not Trigger.MANUAL)
             if plan.prune_note and prune:
                 self.events.emit(EventKind.WARNING, None, plan.prune_note)
             result = ApplyResult(plan, load)
@@ -395,7 +394,7 @@ class Engine:
             # The container is labelled with the *current* desired hashes and revision: the operator said
             # this image satisfies them, so the next apply keeps it until the files or the source change.
             desired_revision = resolve(d.spec.source, self.settings.workspace_path,
-                                       self.settings.checkouts_path).revision
+                                       self.settings.checkouts_path, name).revision
             step = Step(name, Action.REDEPLOY, f"rollback to build {target.id}", d, current, None, desired_revision)
             self.events.emit(EventKind.STEP_START, name, step.reason, action="rollback")
             try:

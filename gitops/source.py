@@ -52,7 +52,7 @@ def short_revision(revision: str) -> str:
     return Revision(revision).short if revision else "none"
 
 
-def resolve(spec: SourceSpec | None, workspace: Path, checkouts: Path | None = None) -> Revision:
+def resolve(spec: SourceSpec | None, workspace: Path, checkouts: Path | None = None, owner: str = "") -> Revision:
     """Resolve a source to a revision; SourceError when it cannot be read.
 
     A git source is cloned into ``checkouts`` on first use and otherwise read
@@ -64,7 +64,7 @@ def resolve(spec: SourceSpec | None, workspace: Path, checkouts: Path | None = N
     if spec.repo:
         if checkouts is None:
             raise SourceError("git sources need a state directory for their checkouts")
-        checkout = GitCheckout.for_source(spec, checkouts)
+        checkout = GitCheckout.for_source(spec, checkouts, owner)
         if not checkout.exists():
             checkout.clone()
         path = checkout.path / (spec.subdir or "")
@@ -178,16 +178,20 @@ class GitCheckout:
         self._ssh_key = ssh_key
 
     @classmethod
-    def for_source(cls, spec: SourceSpec, checkouts: Path) -> "GitCheckout":
-        """The checkout of a deployment's git source (one per repository and branch)."""
+    def for_source(cls, spec: SourceSpec, checkouts: Path, owner: str = "") -> "GitCheckout":
+        """The checkout of a deployment's git source: one per deployment (``owner``), repository and branch.
+
+        Deployments never share a clone: a push that rebuilds one must not move another
+        (say one with auto_rebuild: false) to a commit it was never deployed at.
+        """
         token = None
         if spec.token_env:
             token = os.environ.get(spec.token_env)
             if not token:
                 raise SourceError(f"source.token_env names {spec.token_env}, which is not set: "
                                   "export it (or put it in the .env next to kalpana.yaml)")
-        slug = hashlib.sha256(f"{repo_key(spec.repo)}#{spec.branch or ''}".encode()).hexdigest()[:16]
-        name = re.sub(r"[^a-z0-9]+", "-", repo_key(spec.repo).rsplit("/", 1)[-1].lower())[:40]
+        slug = hashlib.sha256(f"{owner}@{repo_key(spec.repo)}#{spec.branch or ''}".encode()).hexdigest()[:16]
+        name = re.sub(r"[^a-z0-9]+", "-", (f"{owner}-" if owner else "") + repo_key(spec.repo).rsplit("/", 1)[-1].lower())[:60]
         return cls(spec.repo, checkouts / f"{name}-{slug}", spec.branch, token=token, ssh_key=spec.ssh_key)
 
     def exists(self) -> bool:

@@ -173,7 +173,7 @@ class Daemon:
             source = d.spec.source
             if source and source.repo and d.spec.auto_rebuild and d.spec.enabled:
                 try:
-                    checkout = GitCheckout.for_source(source, self.settings.checkouts_path)
+                    checkout = GitCheckout.for_source(source, self.settings.checkouts_path, d.name)
                 except SourceError as exc:
                     self.events.emit(EventKind.ERROR, d.name, str(exc))
                     continue
@@ -282,9 +282,13 @@ class Daemon:
         if running.cancel_reason:
             self._mark_cancelled(builds, running.cancel_reason)
         ok = code == 0
-        detail = "" if ok else (stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {code}")
+        if running.cancel_reason:
+            outcome, detail = "cancelled", running.cancel_reason
+        else:
+            outcome = "done" if ok else "failed"
+            detail = "" if ok else (stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {code}")
         self.events.emit(EventKind.JOB_DONE, None,
-                         f"{job.describe()} {'done' if ok else 'failed'} in {time.monotonic() - started:.1f} s"
+                         f"{job.describe()} {outcome} in {time.monotonic() - started:.1f} s"
                          + (f": {detail}" if detail else ""), ok=ok,
                          cancelled=running.cancel_reason, changed=len((result or {}).get("results", [])))
 
