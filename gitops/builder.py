@@ -68,7 +68,7 @@ class Builder:
             # The user's Dockerfile plus our LABEL line (it lands on the final stage, the one tagged).
             ours = ".kalpana.Dockerfile"
             text = (revision.path / dockerfile_path).read_text().rstrip("\n") + "\n" + label_line(labels) + "\n"
-            context = tar_context({ours: text.encode()}, {".": revision.path})
+            context = tar_context({ours: text.encode()}, {".": revision.path}, skip=revision.exclude)
             dockerfile = ours
         else:
             if not desired.image:
@@ -78,7 +78,7 @@ class Builder:
             self.runtime.ensure_image(desired.image, on_line)
             has_source = revision.path is not None
             context = tar_context({"Dockerfile": dockerfile_for(desired, has_source, labels).encode()},
-                                  {"src": revision.path} if has_source else {})
+                                  {"src": revision.path} if has_source else {}, skip=revision.exclude)
             dockerfile = "Dockerfile"
         for line in self.runtime.build(context, tag=tag, dockerfile=dockerfile):
             on_line(line)

@@ -133,7 +133,8 @@ class Engine:
             if only and name not in only:
                 continue
             try:
-                revisions[name] = resolve(d.spec.source, self.settings.workspace_path, self.settings.checkouts_path, name) \
+                revisions[name] = resolve(d.spec.source, self.settings.workspace_path, self.settings.checkouts_path,
+                                          name, state=self.settings.state_path) \
                     if d.spec.enabled else NO_SOURCE
             except SourceError as exc:
                 # Like a file that fails to load: leave that deployment alone, prune nothing.
@@ -189,11 +190,13 @@ class Engine:
         return self.apply(names, prune=prune, trigger=trigger, fetch=True)
 
     def apply(self, names: list[str] | None = None, *, prune: bool = True, trigger: Trigger = Trigger.MANUAL,
-              force: bool = False, fetch: bool = False) -> ApplyResult:
+              force: bool = False, fetch: bool = False, heal: bool = False) -> ApplyResult:
         """Execute the plan under the apply lock.
 
         ``force`` rebuilds the named deployments even if up to date; ``fetch``
-        first brings their git sources to the newest commit of their branch.
+        first brings their git sources to the newest commit of their branch;
+        ``heal`` (drift) only starts or recreates containers from existing
+        images and leaves every other change for a real trigger: no rebuild storms.
         """
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
             observed = self._recover()
@@ -212,6 +215,10 @@ class Engine:
                                 step.container, None, step.revision)
                 if not step.changes:
                     continue
+                if heal and step.action is not Action.START:
+                    self.events.emit(EventKind.WARNING, step.name, f"not healed: it needs {step.action.value} "
+                                     f"({step.reason}), which waits for a file change, push or `kalpana apply`")
+                    continue
                 result.outcomes.append(self._execute(step, revisions.get(step.name, NO_SOURCE), trigger, force))
             return result
 
@@ -220,6 +227,7 @@ class Engine:
         try:
             if step.action in (Action.CREATE, Action.REBUILD):
                 build = self._build_and_deploy(step, revision, trigger, action="deploy" if force else step.action.value)
+                self._prune_images(step.name, keep=self.settings.keep_images)
                 return self._done(step, build)
             if step.action is Action.REDEPLOY:
                 image_build = step.container.build_id or "unknown"
@@ -244,8 +252,10 @@ class Engine:
         except KalpanaError as exc:
             if isinstance(exc, Cancelled):
                 raise
-            self.events.emit(EventKind.STEP_FAILED, step.name, str(exc))
-            return Outcome(step, False, exc.build if isinstance(exc, StepFailed) else None, str(exc))
+            # A failed start quotes the container's log lines: they may print secrets.
+            message = self._masker(step.desired).mask(str(exc)) if step.desired else str(exc)
+            self.events.emit(EventKind.STEP_FAILED, step.name, message)
+            return Outcome(step, False, exc.build if isinstance(exc, StepFailed) else None, message)
         raise AssertionError(f"unhandled action {step.action}")
 
     def _done(self, step: Step, build: Build | None) -> Outcome:
@@ -274,12 +284,14 @@ class Engine:
         return self._recorded(step, trigger, action, revision, revision.revision, work)
 
     def _deploy_image(self, step: Step, image: str, image_build: str, revision: str, trigger: Trigger, *,
-                      action: str, revision_info: Revision | None = None) -> Build:
+                      action: str, revision_info: Revision | None = None, record_revision: str | None = None) -> Build:
+        """Run an existing image; ``revision`` goes on the container, ``record_revision`` (default the same) on the record."""
         def work(record: Build, masker: Masker, durations: dict[str, float]) -> Build:
             durations["build"] = 0.0
             return self._rollout(record, step, image, revision, durations, image_build=image_build)
 
-        return self._recorded(step, trigger, action, revision_info or NO_SOURCE, revision, work, image=image)
+        return self._recorded(step, trigger, action, revision_info or NO_SOURCE,
+                              revision if record_revision is None else record_revision, work, image=image)
 
     def _recorded(self, step: Step, trigger: Trigger, action: str, info: Revision, revision: str,
                   work: Callable[[Build, Masker, dict[str, float]], Build], image: str | None = None) -> Build:
@@ -297,8 +309,9 @@ class Engine:
         except KeyboardInterrupt:
             self._finish(record, BuildStatus.CANCELLED, f"cancelled: interrupted by Ctrl-C or SIGTERM{kept}", durations)
             raise Cancelled(f"{d.name}: {action} {record.id} cancelled{kept}") from None
-        except KalpanaError as exc:
-            message = masker.mask(str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the record must say FAILED and why
+            text = str(exc) if isinstance(exc, KalpanaError) else f"{type(exc).__name__}: {exc}"
+            message = masker.mask(text)
             self.history.append_log(record.id, f"ERROR: {message}\n")
             failed = self._finish(record, BuildStatus.FAILED, message, durations)
             raise StepFailed(f"{message}{kept}", failed) from None
@@ -316,9 +329,7 @@ class Engine:
         if rollout.gap_seconds is not None:
             durations["gap"] = round(rollout.gap_seconds, 3)
         self._phase(record, d.name, "healthy; " + (f"serving on {routing.url(port)}" if port else "running"))
-        build = self._finish(record, BuildStatus.SUCCESS, None, durations)
-        self._prune_images(d.name, keep=self.settings.keep_images)
-        return build
+        return self._finish(record, BuildStatus.SUCCESS, None, durations)
 
     def _finish(self, record: Build, status: BuildStatus, error: str | None, durations: dict[str, float]) -> Build:
         return self.history.finish(record.id, status, error_message=error, durations=dict(durations))
@@ -331,7 +342,16 @@ class Engine:
         return Masker(list(d.env.values()) + ([d.spec.webhook_secret] if d.spec.webhook_secret else []))
 
     def _prune_images(self, name: str, keep: int) -> None:
-        """Keep the newest ``keep`` images of a deployment (rollback targets); older ones go."""
+        """Keep the newest ``keep`` images of a deployment (rollback targets); older ones go.
+
+        Housekeeping after a recorded success: a failure here is a warning, never a failed build.
+        """
+        try:
+            self._remove_old_images(name, keep)
+        except KalpanaError as exc:
+            self.events.emit(EventKind.WARNING, name, f"could not remove old images: {exc}")
+
+    def _remove_old_images(self, name: str, keep: int) -> None:
         observed = self.runtime.observe(self.instance)
         in_use = {c.image for c in observed.containers.values()} | {c.image for c in observed.extra}
         for image in observed.images.get(name, [])[keep:]:
@@ -394,12 +414,13 @@ class Engine:
             # The container is labelled with the *current* desired hashes and revision: the operator said
             # this image satisfies them, so the next apply keeps it until the files or the source change.
             desired_revision = resolve(d.spec.source, self.settings.workspace_path,
-                                       self.settings.checkouts_path, name).revision
+                                       self.settings.checkouts_path, name, state=self.settings.state_path).revision
+            self.history.set_stopped(name, False)  # a rollback means "run this", like deploy
             step = Step(name, Action.REDEPLOY, f"rollback to build {target.id}", d, current, None, desired_revision)
             self.events.emit(EventKind.STEP_START, name, step.reason, action="rollback")
             try:
                 build = self._deploy_image(step, target.image, target.id, desired_revision, Trigger.MANUAL,
-                                           action="rollback",
+                                           action="rollback", record_revision=revision,
                                            revision_info=Revision(revision, None, target.commit_hash,
                                                                   target.commit_message, target.branch))
             except KalpanaError as exc:

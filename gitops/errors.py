@@ -30,16 +30,6 @@ class SpecError(KalpanaError):
         super().__init__(f"{where}: {what}")
 
 
-class LoadErrors(KalpanaError):
-    """Some deployment files failed to load; carries every error found."""
-
-    def __init__(self, errors: list[SpecError]):
-        self.errors = errors
-        super().__init__(
-            f"{len(errors)} error(s) in deployment files:\n" + "\n".join(str(e) for e in errors)
-        )
-
-
 class UnknownDeployment(KalpanaError):
     """A command named a deployment that no file declares."""
 
@@ -61,6 +51,10 @@ class DockerUnavailable(KalpanaError):
             + ": start the engine (`sudo systemctl start docker`, or `sudo dockerd &`)"
             " or point DOCKER_HOST / docker_host in kalpana.yaml at a running one"
         )
+
+
+class DockerError(KalpanaError):
+    """Docker answered, but refused what was asked (its message says why)."""
 
 
 class ImageMissing(KalpanaError):
@@ -93,6 +87,6 @@ class LockTimeout(KalpanaError):
 
 
 class Cancelled(KalpanaError):
-    """The operator interrupted a build (Ctrl-C)."""
+    """A build was interrupted (Ctrl-C, SIGTERM, or superseded by a newer push)."""
 
     exit_code = 130

@@ -9,7 +9,11 @@ from gitops.spec import HealthCheck, HealthKind
 
 
 def probe(check: HealthCheck, host_port: int | None, host: str = "127.0.0.1") -> tuple[bool, str]:
-    """One probe: (healthy, what was seen). Without a host port only NONE can pass."""
+    """One probe: (healthy, what was seen). Without a host port there is nothing to probe: healthy.
+
+    (The model refuses an http check without a port; the deployer then requires the
+    container to keep running for a settle time instead.)
+    """
     if check.type is HealthKind.NONE or host_port is None:
         return True, "running"
     if check.type is HealthKind.TCP:

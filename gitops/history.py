@@ -308,13 +308,13 @@ class History:
         for doc in db.table(_BUILDS, cache_size=0):
             if doc.get("id") == build_id:
                 return doc.doc_id, doc
-        raise BuildNotFound(f"no build {build_id!r} in {self.db_path}; `kalpana history` lists them")
+        raise BuildNotFound(f"no build {build_id!r} in {self.db_path}; `kalpana builds NAME` lists them")
 
     def _log_path(self, build_id: str) -> Path:
         if not _SAFE_ID.fullmatch(build_id):
             raise BuildNotFound(
                 f"{build_id!r} is not a build id (letters, digits, '-', '_' and '.' only); "
-                "`kalpana history` lists them"
+                "`kalpana builds NAME` lists them"
             )
         return self.logs_dir / f"{build_id}.log"
 

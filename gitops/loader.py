@@ -187,7 +187,8 @@ class _DuplicateKey(Exception):
 
 def _documents(text: str):
     """Yield (data, {key path: line}, first line) for each YAML document."""
-    loader = yaml.SafeLoader(text)
+    # The C loader when PyYAML has it: same marks, several times faster on a no-op apply of 100 files.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         while loader.check_node():
             node = loader.get_node()

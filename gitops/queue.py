@@ -31,20 +31,33 @@ class Job:
     commit: str | None = None  # the pushed commit, when a push caused it
     reasons: list[str] = field(default_factory=list)
     prune: bool = False
+    heal: bool = False  # drift: only start/recreate from existing images, never build
 
     def merge(self, other: "Job") -> "Job":
         """One job doing the work of both."""
         names = None if self.names is None or other.names is None else self.names | other.names
         trigger = max(self.trigger, other.trigger, key=lambda t: _TRIGGER_RANK[t])
         return Job(names, trigger, self.fetch or other.fetch, self.config or other.config,
-                   other.commit or self.commit, self.reasons + other.reasons, self.prune or other.prune)
+                   other.commit or self.commit, self.reasons + other.reasons, self.prune or other.prune,
+                   self.heal and other.heal)
 
     def overlaps(self, other: "Job") -> bool:
+        """Do the two jobs touch a common deployment (None = every deployment)?"""
         return self.names is None or other.names is None or bool(self.names & other.names)
 
     def describe(self) -> str:
         what = "all deployments" if self.names is None else ", ".join(sorted(self.names))
         return f"{what} ({self.trigger.value}{', fetch' if self.fetch or self.config else ''})"
+
+
+def _supersedes(new: Job, running: Job) -> bool:
+    """A newer pushed commit makes a running *build of a pushed commit* of the same deployments obsolete.
+
+    Runs that were not caused by a push (start-up, file changes, drift heals) are never cancelled
+    by one: their work is not what the push replaces.
+    """
+    pulls = (new.fetch or new.config) and (running.fetch or running.config)
+    return bool(pulls and new.commit and running.commit and new.commit != running.commit and new.overlaps(running))
 
 
 class Running:
@@ -94,8 +107,7 @@ class WorkQueue:
                 self._pending = self._pending.merge(job)
             self._last_at = now
             running = self._running
-            if (running is not None and job.commit and job.fetch and running.job.overlaps(job)
-                    and running.job.commit != job.commit and not running.cancelled.is_set()):
+            if running is not None and not running.cancelled.is_set() and _supersedes(job, running.job):
                 running.cancel(f"superseded by {job.commit[:7]}")
                 # The cancelled run may have covered more than the push (other deployments, a prune):
                 # that work must still happen, with the newest commit.

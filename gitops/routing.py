@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import socket
 import zlib
+from typing import Protocol
 
+from gitops.errors import KalpanaError
 from gitops.spec import Desired
 
 PORT_RANGE = (20000, 29999)  # below the kernel's ephemeral range, so outgoing connections never take them
 
 
-class PortBook:
+class PortBook(Protocol):
     """What routing needs from the history: remembered port assignments."""
 
     def assigned_port(self, deployment: str) -> int | None: ...
@@ -47,7 +49,7 @@ def host_port(desired: Desired, book: PortBook, *, current: int | None = None, i
         if port not in taken and port_is_free(port):
             book.assign_port(spec.name, port)
             return port
-    raise RuntimeError("no free host port left in 20000-29999")
+    raise KalpanaError("no free host port left in 20000-29999: set exposed_port, or remove unused deployments")
 
 
 def port_is_free(port: int) -> bool:

@@ -34,6 +34,7 @@ class Revision:
     commit_hash: str | None = None
     commit_message: str | None = None
     branch: str | None = None
+    exclude: tuple[str, ...] = ()  # paths inside ``path`` that are Kalpana's own (its state dir), never copied
 
     @property
     def short(self) -> str:
@@ -52,7 +53,8 @@ def short_revision(revision: str) -> str:
     return Revision(revision).short if revision else "none"
 
 
-def resolve(spec: SourceSpec | None, workspace: Path, checkouts: Path | None = None, owner: str = "") -> Revision:
+def resolve(spec: SourceSpec | None, workspace: Path, checkouts: Path | None = None, owner: str = "",
+            state: Path | None = None) -> Revision:
     """Resolve a source to a revision; SourceError when it cannot be read.
 
     A git source is cloned into ``checkouts`` on first use and otherwise read
@@ -78,17 +80,23 @@ def resolve(spec: SourceSpec | None, workspace: Path, checkouts: Path | None = N
     path = (workspace / spec.path).resolve()
     if not path.is_dir():
         raise SourceError(f"source directory {path} not found: create it or fix source.path")
-    git = _git_revision(path)
+    # A source that contains the state directory (`source: .`) must not hash or ship the
+    # history and build logs: they change with every build, so every apply would rebuild.
+    exclude = ()
+    if state is not None and state.resolve().is_relative_to(path) and state.resolve() != path:
+        exclude = (state.resolve().relative_to(path).as_posix(),)
+    git = _git_revision(path, exclude)
     if git:
         return git
-    return Revision(revision=f"content:{content_hash(path)}", path=path)
+    return Revision(revision=f"content:{content_hash(path, exclude)}", path=path, exclude=exclude)
 
 
-def content_hash(path: Path) -> str:
-    """Digest of every file's relative path, mode bit and content under ``path``."""
+def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
+    """Digest of every file's relative path, mode bit and content under ``path`` (``exclude``: relative dirs)."""
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        here = Path(root).relative_to(path)
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and (here / d).as_posix() not in exclude)
         for name in sorted(files):
             full = Path(root, name)
             rel = full.relative_to(path).as_posix()
@@ -113,7 +121,7 @@ def _inside_git(path: Path) -> bool:
     return any((parent / ".git").exists() for parent in (path, *path.parents))
 
 
-def _git_revision(path: Path) -> Revision | None:
+def _git_revision(path: Path, exclude: tuple[str, ...] = ()) -> Revision | None:
     if not _inside_git(path):
         return None
     # Imported here: GitPython costs ~0.1 s to import and plain directories need none of it.
@@ -136,14 +144,16 @@ def _git_revision(path: Path) -> Revision | None:
     if not sha:
         return None  # nothing committed under this path yet
     commit = repo.commit(sha)
-    dirty = repo.git.status("--porcelain", "--", rel).strip()
-    revision = sha if not dirty else f"{sha}+dirty.{content_hash(path)[:10]}"
+    excluded = [f":(exclude){(Path(rel) / e).as_posix()}" for e in exclude]
+    dirty = repo.git.status("--porcelain", "--", rel, *excluded).strip()
+    revision = sha if not dirty else f"{sha}+dirty.{content_hash(path, exclude)[:10]}"
     try:
         branch = repo.active_branch.name
     except TypeError:  # detached HEAD
         branch = None
     message = commit.message.strip().splitlines()[0] if commit.message.strip() else ""
-    return Revision(revision=revision, path=path, commit_hash=sha, commit_message=message, branch=branch)
+    return Revision(revision=revision, path=path, commit_hash=sha, commit_message=message, branch=branch,
+                    exclude=exclude)
 
 
 class FetchFailed(SourceError):
@@ -189,7 +199,7 @@ class GitCheckout:
             token = os.environ.get(spec.token_env)
             if not token:
                 raise SourceError(f"source.token_env names {spec.token_env}, which is not set: "
-                                  "export it (or put it in the .env next to kalpana.yaml)")
+                                  "export it in the environment kalpana runs in")
         slug = hashlib.sha256(f"{owner}@{repo_key(spec.repo)}#{spec.branch or ''}".encode()).hexdigest()[:16]
         name = re.sub(r"[^a-z0-9]+", "-", (f"{owner}-" if owner else "") + repo_key(spec.repo).rsplit("/", 1)[-1].lower())[:60]
         return cls(spec.repo, checkouts / f"{name}-{slug}", spec.branch, token=token, ssh_key=spec.ssh_key)

@@ -142,7 +142,8 @@ def parse_env_text(text: str) -> dict[str, str]:
             line = line[len("export "):]
         key, sep, value = line.partition("=")
         if not sep:
-            raise ValueError(f"line {number} of envVars is not KEY=VALUE: {raw!r}")
+            # Not quoting the line: it may hold a secret.
+            raise ValueError(f"line {number} of envVars is not KEY=VALUE")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
@@ -168,7 +169,8 @@ class Deployment(_Model):
     description: str | None = None
     image: str | None = Field(None, description="Base image to build on (defaults to default_image in kalpana.yaml).")
     dockerfile: str | None = Field(None, description="Build the source's own Dockerfile (path inside the source).")
-    source: SourceSpec | None = Field(None, description="Application files: a path relative to the workspace.")
+    source: SourceSpec | None = Field(None, description="Application files: a path relative to the workspace, "
+                                                        "or a git repository (repo, branch, subdir).")
     build_command: str | None = Field(None, description="Run in working_dir at build time, e.g. `npm run build`.")
     start_command: str | None = Field(None, description="Run by a shell in working_dir to start the app (required unless dockerfile is set).")
     working_dir: str = Field("/workspace", description="Where the source is copied and commands run.")
@@ -221,6 +223,8 @@ class Deployment(_Model):
             raise FieldProblem("start_command", "field required")
         if self.dockerfile and not self.source:
             raise FieldProblem("dockerfile", "needs a source (the directory holding the Dockerfile)")
+        if self.healthcheck.type is HealthKind.HTTP and not self.port:
+            raise FieldProblem("healthcheck", "an http health check needs port (the app's port in the container)")
         if self.exposed_port and not self.port:
             raise FieldProblem("exposed_port", "needs port (the port the app listens on inside the container)")
         return self

@@ -64,15 +64,15 @@ class Daemon:
     def run(self) -> int:
         """Start everything, apply once, and block until stopped; returns the exit code."""
         self._reload()
+        if self.serve:
+            self._start_server()  # first: a port already taken must fail before any work starts
         self.work.start()
         self.work.submit(Job(None, Trigger.AUTO, config=self.settings.repo is not None, prune=True,
-                              reasons=["daemon start"]))
+                             reasons=["daemon start"]))
         for target in (self._watch_files, self._poll, self._drift):
             thread = threading.Thread(target=target, name=f"kalpana-{target.__name__.strip('_')}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        if self.serve:
-            self._start_server()
         self._stop.wait()
         # Shutdown happens here, on the thread that run() blocks, so the process cannot exit
         # before the running build has been cancelled and recorded.
@@ -96,19 +96,33 @@ class Daemon:
                               default_image=self.settings.default_image)
         for error in load.errors:
             self.events.emit(EventKind.ERROR, None, str(error))
+        self._load = self._loaded(load)
+        return load
+
+    def _reload_quietly(self) -> None:
+        """Refresh the daemon's view after a run (a sync may have changed the files); errors were reported by the run."""
+        try:
+            self._load = self._loaded(load_directory(self.settings.deployments_path,
+                                                     workspace=self.settings.workspace_path,
+                                                     default_image=self.settings.default_image))
+        except Exception as exc:  # noqa: BLE001 - keep the previous view
+            self.events.emit(EventKind.ERROR, None, f"cannot reload the deployment files: {exc}")
+
+    def _loaded(self, load: LoadResult) -> LoadResult:
         files: dict[Path, set[str]] = {}
         for d in load.desired.values():
             files.setdefault(Path(d.file).resolve(), set()).add(d.name)
         self._file_names = files
-        self._load = load
         return load
 
     def _watch_files(self) -> None:
         from watchfiles import watch
 
+        # With a config repository the directory appears after the first sync: wait for it.
+        while not self.settings.deployments_path.is_dir():
+            if self._stop.wait(1.0):
+                return
         paths = [p for p in (self.settings.deployments_path, self.config_path) if p and p.exists()]
-        if not paths:
-            return
         try:
             for changes in watch(*paths, stop_event=self._stop, debounce=int(self.settings.debounce * 1000),
                                  step=20, rust_timeout=500, yield_on_timeout=False, raise_interrupt=False):
@@ -239,7 +253,7 @@ class Daemon:
             what = "is gone" if container is None else f"is {container.state}"
             loop = f" (attempt {attempts + 1}; crash-looping, next try in {wait:.0f} s)" if attempts >= 2 else ""
             self.events.emit(EventKind.TRIGGER, name, f"drift: container {what}; restoring it{loop}")
-            self.work.submit(Job(frozenset({name}), Trigger.AUTO, reasons=["drift"]))
+            self.work.submit(Job(frozenset({name}), Trigger.AUTO, reasons=["drift"], heal=True))
 
     # -- the worker --------------------------------------------------------
 
@@ -251,6 +265,8 @@ class Daemon:
         command += ["sync" if job.config else "apply", "--trigger", job.trigger.value, "--events-json"]
         if job.fetch and not job.config:
             command.append("--fetch")
+        if job.heal:
+            command.append("--heal")
         if not job.prune and job.names is None:
             command.append("--no-prune")
         command += sorted(job.names or [])
@@ -265,6 +281,7 @@ class Daemon:
             return
         watcher = threading.Thread(target=self._cancel_when_asked, args=(running, child), daemon=True)
         watcher.start()
+        errors = _Drain(child.stderr)  # read stderr alongside stdout: a full pipe would block the child
         result = None
         for line in child.stdout:
             try:
@@ -277,8 +294,9 @@ class Daemon:
                 result = data
             else:
                 self._relay(data)
-        stderr = child.stderr.read()
+        stderr = errors.result()
         code = child.wait()
+        self._reload_quietly()
         if running.cancel_reason:
             self._mark_cancelled(builds, running.cancel_reason)
         ok = code == 0
@@ -368,9 +386,10 @@ class Daemon:
             if source and source.repo:
                 found.append(wh.Target(d.name, source.repo, source.branch, auto_rebuild=d.spec.auto_rebuild))
             elif name is not None and self.settings.repo is not None:
-                # A local source inside the config repository: a push to that repository is its push.
-                found.append(wh.Target(None, self.settings.repo.url, self.settings.repo.branch,
-                                       auto_rebuild=d.spec.auto_rebuild))
+                # A local source inside the config repository: a push to that repository is its push
+                # (a sync of the config repository, then an apply of this deployment alone).
+                found.append(wh.Target(d.name, self.settings.repo.url, self.settings.repo.branch,
+                                       auto_rebuild=d.spec.auto_rebuild, config=True))
         return found
 
     def first_delivery(self, delivery: str | None) -> bool:
@@ -385,4 +404,21 @@ class Daemon:
                                reasons=[f"push {push.after[:7]}"]))
         if routing.deployments:
             self.work.submit(Job(frozenset(routing.deployments), Trigger.WEBHOOK, fetch=True, commit=push.after,
-                               reasons=[f"push {push.after[:7]}"]))
+                                 config=routing.via_config, reasons=[f"push {push.after[:7]}"]))
+
+
+class _Drain:
+    """Reads a child's stream on a thread; ``result()`` waits for EOF and returns the text."""
+
+    def __init__(self, stream):
+        self._chunks: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self._chunks.append(line)
+
+    def result(self) -> str:
+        self._thread.join()
+        return "".join(self._chunks)

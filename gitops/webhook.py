@@ -106,6 +106,7 @@ class Target:
     repo: str
     branch: str | None  # None: the remote's default branch
     auto_rebuild: bool = True
+    config: bool = False  # a deployment whose files live in the config repository (sync that first)
 
     def matches(self, push: Push) -> str | None:
         """None when ``push`` is for this target, else why not."""
@@ -126,6 +127,7 @@ class Routing:
     config: bool = False
     deployments: list[str] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)
+    via_config: bool = False  # the deployments live in the config repository: sync it first
 
     @property
     def anything(self) -> bool:
@@ -143,6 +145,7 @@ def route(push: Push, targets: list[Target]) -> Routing:
                 routing.config = True
             else:
                 routing.deployments.append(target.name)
+                routing.via_config = routing.via_config or target.config
         elif why_not != "another repository":
             routing.ignored[label] = why_not
     return routing

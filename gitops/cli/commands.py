@@ -90,12 +90,13 @@ events_option = click.option("--events-json", is_flag=True, hidden=True,
 @click.option("--no-prune", is_flag=True, help="Keep containers no file declares.")
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `kalpana plan`).")
 @click.option("--fetch", is_flag=True, help="First fetch the git sources of these deployments.")
+@click.option("--heal", is_flag=True, hidden=True, help="Only start/recreate from existing images (drift).")
 @json_option
 @trigger_option
 @events_option
 @pass_ctx
-def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, fetch: bool, as_json: bool,
-          trigger: str, events_json: bool) -> None:
+def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, fetch: bool, heal: bool,
+          as_json: bool, trigger: str, events_json: bool) -> None:
     """Make Docker match the files: build and deploy what changed, prune what is gone."""
     if dry_run:
         engine = obj.engine()
@@ -104,7 +105,7 @@ def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, f
         sys.exit(0 if load.ok else 1)
     progress = EventLines() if events_json else Progress(to_stderr=as_json)
     try:
-        result = obj.engine(progress).apply(list(names) or None, prune=not no_prune, fetch=fetch,
+        result = obj.engine(progress).apply(list(names) or None, prune=not no_prune, fetch=fetch, heal=heal,
                                             trigger=Trigger(trigger))
     finally:
         progress.close()

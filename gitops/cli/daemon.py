@@ -17,6 +17,7 @@ from gitops.cli.commands import json_option, pass_ctx
 from gitops.cli.main import Context, cli
 from gitops.cli.render import out_console, print_json
 from gitops.events import Event, EventKind
+from gitops.masking import mask_url
 
 
 class LogLines:
@@ -78,8 +79,7 @@ def webhooks(obj: Context, as_json: bool) -> None:
     load = engine.load()
     base = (settings.public_url or f"http://{settings.listen}").rstrip("/")
     rows = [{"name": None, "url": f"{base}/webhook", "secret_set": bool(settings.webhook_secret),
-             "auto_rebuild": True, "repo": settings.repo.url if settings.repo else None}]
-    from gitops.masking import mask_url
+             "auto_rebuild": True, "repo": mask_url(settings.repo.url) if settings.repo else None}]
     for name, d in sorted(load.desired.items()):
         source = d.spec.source
         rows.append({"name": name, "url": f"{base}/api/deployments/{name}/webhook",

@@ -19,7 +19,7 @@ from docker import errors as derrors
 from requests.exceptions import ConnectionError as RequestsConnectionError, ReadTimeout
 
 from gitops import labels as L
-from gitops.errors import BuildFailed, DockerUnavailable, ImageMissing, KalpanaError
+from gitops.errors import BuildFailed, DockerError, DockerUnavailable, ImageMissing, KalpanaError
 from gitops.runtime.objects import Container, Image, Observed
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -145,7 +145,7 @@ class DockerRuntime:
         try:
             with self._guard():
                 self.api.remove_image(image, noprune=False)
-        except (derrors.NotFound, derrors.APIError):
+        except (derrors.NotFound, DockerError):
             pass
 
     # -- containers ------------------------------------------------------
@@ -240,6 +240,9 @@ class _Guard:
             raise DockerUnavailable(self.address, _short(exc)) from None
         if isinstance(exc, derrors.DockerException) and not isinstance(exc, derrors.APIError):
             raise DockerUnavailable(self.address, _short(exc)) from None
+        if isinstance(exc, derrors.APIError) and not isinstance(exc, derrors.NotFound):
+            # Callers catch NotFound themselves; any other refusal is Docker's answer, said plainly.
+            raise DockerError(f"Docker refused: {_short(exc)}") from None
         return False
 
 
@@ -250,8 +253,12 @@ def _short(exc: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def tar_context(files: dict[str, bytes], directories: dict[str, Path], exclude: tuple[str, ...] = (".git",)) -> io.BytesIO:
-    """A build context: in-memory ``files`` plus whole ``directories`` (arcname -> path)."""
+def tar_context(files: dict[str, bytes], directories: dict[str, Path], exclude: tuple[str, ...] = (".git",),
+                skip: tuple[str, ...] = ()) -> io.BytesIO:
+    """A build context: in-memory ``files`` plus whole ``directories`` (arcname -> path).
+
+    ``exclude`` drops any path with such a component; ``skip`` drops these paths relative to each directory.
+    """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for arcname, data in files.items():
@@ -260,7 +267,15 @@ def tar_context(files: dict[str, bytes], directories: dict[str, Path], exclude: 
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
         for arcname, path in directories.items():
-            tar.add(str(path), arcname=arcname, filter=lambda ti: None if _excluded(ti.name, exclude) else ti)
+            skipped = {str(Path(arcname) / s) for s in skip}
+
+            def keep(ti: tarfile.TarInfo, skipped=skipped) -> tarfile.TarInfo | None:
+                name = ti.name.removeprefix("./")
+                if _excluded(name, exclude) or any(name == s or name.startswith(s + "/") for s in skipped):
+                    return None
+                return ti
+
+            tar.add(str(path), arcname=arcname, filter=keep)
     buf.seek(0)
     return buf
 

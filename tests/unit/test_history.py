@@ -212,7 +212,7 @@ def test_finish_refuses_unfinished_status(history: History):
 
 
 def test_unknown_build_and_unknown_field(history: History):
-    with pytest.raises(BuildNotFound, match="kalpana history"):
+    with pytest.raises(BuildNotFound, match="kalpana builds NAME"):
         history.update("20990101-000000-abcd", status=BuildStatus.FAILED)
     build = history.new_build("web", Trigger.MANUAL, "create")
     with pytest.raises(TypeError):
