@@ -62,10 +62,8 @@ class Deployer:
         gap_start = None
         new_id = None
         try:
-            if must_stop_old:
-                on_phase(f"stopping the old container {old.name}")
-                gap_start = time.monotonic()
-                self.runtime.stop(old.id, timeout=self.stop_timeout)
+            # Create first (the name is free after the rename; the port binds only at start),
+            # so the gap holds the stop and the start alone.
             new_id = self.runtime.create(
                 name=name, image=image,
                 entrypoint=["/bin/sh", "-c"] if spec.start_command else None,
@@ -73,6 +71,10 @@ class Deployer:
                 working_dir=spec.working_dir, env=desired.env,
                 labels=container_labels(self.instance, desired, build_id=build_id, revision=revision, host_port=host_port),
                 port=spec.port, host_port=host_port, memory=spec.resources.memory_bytes, cpus=spec.resources.cpus)
+            if must_stop_old:
+                on_phase(f"stopping the old container {old.name}")
+                gap_start = time.monotonic()
+                self.runtime.stop(old.id, timeout=self.stop_timeout)
             self.runtime.start(new_id)
             on_phase(f"waiting for health ({_describe(desired, host_port)})")
             self.wait_healthy(desired, new_id, host_port)
@@ -93,6 +95,7 @@ class Deployer:
         # Without a probe, "healthy" means still running after a short settle time.
         settle = time.monotonic() + 1.0 if (host_port is None or check.type.value == "none") else None
         last = "no probe yet"
+        target = None  # the container's own address: Docker's port proxy accepts before the app does
         while True:
             state, code = self.runtime.exit_info(container_id)
             if state not in ("running", "created"):
@@ -102,7 +105,10 @@ class Deployer:
                 raise DeployFailed(self._failure(container_id, f"the new container {what}{again} "
                                                  "before it became healthy"))
             if state == "running":
-                ok, last = probe(check, host_port)
+                if target is None and host_port is not None:
+                    ip = self.runtime.address_of(container_id)
+                    target = (ip, desired.spec.port) if ip else ("127.0.0.1", host_port)
+                ok, last = probe(check, target[1] if target else None, host=target[0] if target else "127.0.0.1")
                 if ok and (settle is None or time.monotonic() >= settle):
                     return
             if time.monotonic() >= deadline:

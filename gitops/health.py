@@ -8,17 +8,23 @@ import socket
 from gitops.spec import HealthCheck, HealthKind
 
 
-def probe(check: HealthCheck, host_port: int | None, host: str = "127.0.0.1") -> tuple[bool, str]:
-    """One probe: (healthy, what was seen). Without a host port there is nothing to probe: healthy.
+def probe(check: HealthCheck, port: int | None, host: str = "127.0.0.1") -> tuple[bool, str]:
+    """One probe of ``host:port``: (healthy, what was seen). Without a port there is nothing to probe: healthy.
+
+    The deployer probes the container's own address where it can: through a host port,
+    Docker's proxy accepts connections before the app does.
 
     (The model refuses an http check without a port; the deployer then requires the
     container to keep running for a settle time instead.)
     """
+    host_port = port
     if check.type is HealthKind.NONE or host_port is None:
         return True, "running"
     if check.type is HealthKind.TCP:
         try:
             with socket.create_connection((host, host_port), timeout=1.0) as sock:
+                if host != "127.0.0.1":
+                    return True, f"{host}:{host_port} accepts connections"
                 # Docker's proxy accepts the connection even when nothing listens behind it,
                 # then closes it: a read that returns EOF at once means "not yet".
                 sock.settimeout(0.05)

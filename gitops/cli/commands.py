@@ -6,10 +6,9 @@ import json
 import sys
 
 import click
-from rich.markup import escape
 
 from gitops.cli.main import Context, cli
-from gitops.cli.render import EventLines, Progress, out_console, plan_table, print_json
+from gitops.cli.render import EventLines, Progress, escape, out_console, plan_table, print_json
 from gitops.history import Trigger
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
@@ -119,13 +118,14 @@ def summarize(result, as_json: bool, events_json: bool = False) -> None:
     elif as_json:
         print_json(result.to_dict())
     else:
-        console = out_console()
-        for error in result.load.errors:
-            console.print(f"[red]{escape(str(error))}[/red]")
+        if result.load.errors:
+            console = out_console()
+            for error in result.load.errors:
+                console.print(f"[red]{escape(str(error))}[/red]")
         failed = [o for o in result.outcomes if not o.ok]
         changed = [o for o in result.outcomes if o.ok]
         unchanged = len(result.plan.steps) - len(result.outcomes)
-        console.print(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged")
+        click.echo(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged")
     sys.exit(0 if result.ok else 1)
 
 

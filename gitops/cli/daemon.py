@@ -10,12 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from gitops.cli.commands import json_option, pass_ctx
 from gitops.cli.main import Context, cli
-from gitops.cli.render import out_console, print_json
+from gitops.cli.render import escape, out_console, print_json
 from gitops.events import Event, EventKind
 from gitops.masking import mask_url
 
@@ -88,6 +86,8 @@ def webhooks(obj: Context, as_json: bool) -> None:
     if as_json:
         print_json({"webhooks": rows})
         return
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("DEPLOYMENT", "WEBHOOK URL", "SECRET", "AUTO-REBUILD", "REPOSITORY"):
         table.add_column(column, overflow="fold")

@@ -5,12 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from gitops.cli.commands import json_option, pass_ctx, summarize
 from gitops.cli.main import Context, cli
-from gitops.cli.render import Progress, duration, out_console, print_json, styled
+from gitops.cli.render import escape, Progress, duration, out_console, print_json, styled
 
 
 @cli.command()
@@ -24,6 +22,8 @@ def status(obj: Context, as_json: bool) -> None:
     if as_json:
         print_json({"deployments": [r.to_dict() for r in rows]})
         return
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("DEPLOYMENT", "STATE", "URL", "BUILD", "IMAGE", "UPTIME", "NOTE"):
         table.add_column(column, overflow="fold")
@@ -46,6 +46,8 @@ def builds(obj: Context, name: str, limit: int, as_json: bool) -> None:
     if as_json:
         print_json({"deployment": name, "builds": [b.to_dict() for b in records]})
         return
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("BUILD", "STATUS", "ACTION", "TRIGGER", "COMMIT", "STARTED", "DURATION", "ERROR"):
         table.add_column(column, overflow="fold")

@@ -1,17 +1,28 @@
-"""Turning core events and results into terminal output (rich), plain lines or JSON."""
+"""Turning core events and results into terminal output (rich), plain lines or JSON.
+
+rich is imported when something is first printed with it: a no-op `kalpana apply`
+prints one plain line and should not pay for loading it.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from gitops.events import Event, EventKind
 from gitops.plan import Action, Plan
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+def escape(text: str) -> str:
+    """Escape rich markup in user text (names, messages, logs)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 ACTION_STYLE = {Action.CREATE: "green", Action.REBUILD: "yellow", Action.REDEPLOY: "cyan", Action.START: "blue",
                 Action.STOP: "magenta", Action.REMOVE: "red", Action.NOOP: "dim"}
@@ -31,6 +42,8 @@ def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     # Not a terminal (a pipe, a log file): don't wrap tables at 80 columns.
     width = None if stream.isatty() else 200
+    from rich.console import Console
+
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
@@ -46,12 +59,26 @@ class Progress:
     With ``to_stderr`` (used by --json) progress goes to stderr so stdout stays one JSON document.
     """
 
+    QUIET = {EventKind.PLAN, EventKind.INFO, EventKind.TRIGGER, EventKind.JOB_START, EventKind.JOB_DONE}
+
     def __init__(self, to_stderr: bool = False):
-        self.console = err_console() if to_stderr else out_console()
-        self.live = self.console.is_terminal
+        self._to_stderr = to_stderr
+        self._console: Console | None = None
         self._status = None
 
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            self._console = err_console() if self._to_stderr else out_console()
+        return self._console
+
+    @property
+    def live(self) -> bool:
+        return self.console.is_terminal
+
     def __call__(self, event: Event) -> None:
+        if event.kind in self.QUIET:
+            return
         name = f"[bold]{escape(event.deployment)}[/bold] " if event.deployment else ""
         message = escape(event.message)
         kind = event.kind
@@ -95,6 +122,8 @@ class Progress:
 
 def plan_table(plan: Plan) -> Table:
     """The plan as a table: deployment, action, reason."""
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("DEPLOYMENT", style="bold")
     table.add_column("ACTION")

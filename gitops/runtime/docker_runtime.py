@@ -14,15 +14,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-import docker
-from docker import errors as derrors
-from requests.exceptions import ConnectionError as RequestsConnectionError, ReadTimeout
+from gitops.runtime.socket_api import APIStatus, SocketAPI
 
 from gitops import labels as L
 from gitops.errors import BuildFailed, DockerError, DockerUnavailable, ImageMissing, KalpanaError
 from gitops.runtime.objects import Container, Image, Observed
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+class _LazyErrors:
+    """``docker.errors``, imported on first use: only an exception from the SDK needs it, and then it is loaded."""
+
+    def __getattr__(self, name: str):
+        from docker import errors
+
+        return getattr(errors, name)
+
+
+derrors = _LazyErrors()
 
 
 def _docker_error(exc: Exception) -> str:
@@ -33,53 +43,82 @@ def _docker_error(exc: Exception) -> str:
 class DockerRuntime:
     """One connection to a Docker engine; every Docker call Kalpana makes goes through here."""
 
-    def __init__(self, api: "docker.APIClient", address: str):
-        self.api = api
+    def __init__(self, address: str, timeout: int = 120):
         self.address = address
+        self.timeout = timeout
+        # Reads go through the standard library where it can reach the engine; see socket_api.
+        self._reads = SocketAPI(address, timeout) if SocketAPI.supports(address) else None
+        self._api = None
 
     @classmethod
     def connect(cls, docker_host: str | None = None, timeout: int = 120) -> "DockerRuntime":
-        """Connect and ping; raise DockerUnavailable (naming the address) when nobody answers."""
-        address = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-        try:
-            api = docker.APIClient(base_url=address, version="auto", timeout=timeout)
-        except (derrors.DockerException, RequestsConnectionError) as exc:
-            raise DockerUnavailable(address, _short(exc)) from None
-        return cls(api, address)
+        """A runtime for ``docker_host`` (else DOCKER_HOST, else the local socket).
+
+        Nothing is contacted yet: the first call that finds nobody raises DockerUnavailable.
+        """
+        return cls(docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET, timeout)
+
+    @property
+    def api(self):
+        """The docker SDK's low-level client, created (and imported) on first use."""
+        if self._api is None:
+            import docker
+
+            with self._guard():
+                self._api = docker.APIClient(base_url=self.address, version="auto", timeout=self.timeout)
+        return self._api
+
+    def _read(self, path: str, **params: object):
+        with self._guard():
+            return self._reads.get(path, **params)
 
     # -- observing -------------------------------------------------------
 
     def observe(self, instance: str) -> Observed:
         """One listing of this instance's containers and one of its images."""
         filters = {"label": L.instance_filter(instance)}
-        with self._guard():
-            containers = [Container.from_ps(c) for c in self.api.containers(all=True, filters=filters)]
-            images = [Image.from_list(i) for i in self.api.images(filters=filters)]
-        return Observed.from_lists(containers, images)
+        if self._reads is not None:
+            raw_containers = self._read("/containers/json", all="1", filters=filters)
+            raw_images = self._read("/images/json", filters=filters)
+        else:
+            with self._guard():
+                raw_containers = self.api.containers(all=True, filters=filters)
+                raw_images = self.api.images(filters=filters)
+        return Observed.from_lists([Container.from_ps(c) for c in raw_containers],
+                                   [Image.from_list(i) for i in raw_images])
 
-    def inspect(self, container_id: str) -> Container | None:
-        """Fresh state of one container, or None when it is gone."""
+    def _inspect_raw(self, container_id: str) -> dict | None:
+        if self._reads is not None:
+            try:
+                return self._read(f"/containers/{container_id}/json")
+            except _Gone:
+                return None
         try:
             with self._guard():
-                return Container.from_inspect(self.api.inspect_container(container_id))
+                return self.api.inspect_container(container_id)
         except derrors.NotFound:
             return None
 
     def exit_info(self, container_id: str) -> tuple[str, int | None]:
         """(state, exit code) of a container; ("gone", None) when it no longer exists."""
-        try:
-            with self._guard():
-                state = self.api.inspect_container(container_id)["State"]
-        except derrors.NotFound:
+        raw = self._inspect_raw(container_id)
+        if raw is None:
             return "gone", None
+        state = raw.get("State") or {}
         return state.get("Status", ""), state.get("ExitCode")
+
+    def address_of(self, container_id: str) -> str | None:
+        """The container's IP address on its first network (for probes that skip Docker's port proxy)."""
+        raw = self._inspect_raw(container_id) or {}
+        for network in ((raw.get("NetworkSettings") or {}).get("Networks") or {}).values():
+            if network.get("IPAddress"):
+                return network["IPAddress"]
+        return None
 
     def started_at(self, container_id: str) -> "datetime | None":
         """When a container last started (for uptime)."""
-        try:
-            with self._guard():
-                raw = self.api.inspect_container(container_id)["State"].get("StartedAt", "")
-        except derrors.NotFound:
+        raw = (self._inspect_raw(container_id) or {}).get("State", {}).get("StartedAt", "")
+        if not raw:
             return None
         try:
             # Docker gives nanoseconds; Python takes microseconds.
@@ -224,6 +263,10 @@ class DockerRuntime:
         return _Guard(self.address)
 
 
+class _Gone(KalpanaError):
+    """404 from the engine through the standard-library reads."""
+
+
 class _Guard:
     """Turns 'nobody answers' into DockerUnavailable, wherever it happens."""
 
@@ -236,7 +279,15 @@ class _Guard:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is None:
             return False
-        if isinstance(exc, (RequestsConnectionError, ReadTimeout, FileNotFoundError, ConnectionRefusedError)):
+        if isinstance(exc, APIStatus):
+            if exc.status == 404:
+                raise _Gone(str(exc)) from None
+            raise DockerError(f"Docker refused: {exc}") from None
+        if isinstance(exc, OSError) and not hasattr(exc, "response"):  # the socket: refused, missing, timed out
+            raise DockerUnavailable(self.address, _short(exc)) from None
+        from requests.exceptions import ConnectionError as RequestsConnectionError, ReadTimeout
+
+        if isinstance(exc, (RequestsConnectionError, ReadTimeout)):
             raise DockerUnavailable(self.address, _short(exc)) from None
         if isinstance(exc, derrors.DockerException) and not isinstance(exc, derrors.APIError):
             raise DockerUnavailable(self.address, _short(exc)) from None

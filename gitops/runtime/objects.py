@@ -34,20 +34,6 @@ class Container:
                    image=raw.get("Image", ""), labels=raw.get("Labels") or {}, created=float(raw.get("Created", 0)),
                    ports=tuple(sorted(set(ports))))
 
-    @classmethod
-    def from_inspect(cls, raw: dict) -> "Container":
-        """From ``/containers/<id>/json``."""
-        bindings = (raw.get("HostConfig") or {}).get("PortBindings") or {}
-        ports = []
-        for key, binds in bindings.items():
-            for bind in binds or []:
-                if bind.get("HostPort"):
-                    ports.append((int(key.split("/")[0]), int(bind["HostPort"])))
-        cfg = raw.get("Config") or {}
-        return cls(id=raw["Id"], name=raw.get("Name", "/?").lstrip("/"), state=(raw.get("State") or {}).get("Status", ""),
-                   status=(raw.get("State") or {}).get("Status", ""), image=cfg.get("Image", ""),
-                   labels=cfg.get("Labels") or {}, ports=tuple(sorted(ports)))
-
     @property
     def running(self) -> bool:
         return self.state in ("running", "restarting")
