@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Benchmark (b): redeploy of one HTTP deployment after an env change.
+
+Each round, interleaved:
+
+* ``kalpana``: change ``env`` in the deployment file and run ``python -m gitops -c kalpana.yaml apply``
+  (a fresh process, as a user runs it). Measured: the apply's wall time; the port's unavailable gap
+  (a background thread GETs http://127.0.0.1:<port>/ every ~5 ms and records the longest time between
+  two 200s around the apply); Kalpana's own ``durations.gap`` from ``kalpana builds web --json``.
+* ``raw SDK``: the same swap done in-process with the docker SDK's low-level API: stop the old container
+  (timeout 0), remove it, create + start a new one of the same image (port binding, init), then GET
+  until the first 200. This is the floor of the Docker work a redeploy needs.
+
+Targets (issue 2): apply overhead beyond the raw Docker calls (apply - raw) < 0.5 s; gap < 1 s.
+``kalpana apply`` starts a new Python process: the start-up and import figures are printed as well, so
+the overhead can be attributed.
+
+    python benchmarks/redeploy.py [--reps 7] [--port 28xxx] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (BASE_IMAGE, BENCH_LABEL, Deadline, KalpanaProject, Timing, bytecode_note,  # noqa: E402
+                     common_arguments, configure_bytecode, deadline, docker_client, ensure_base_image, free_port,
+                     cprofile_cli, importtime_profile, log, machine_info, new_run_id, print_profile, print_rows,
+                     python_startup_figures, ratio,
+                     remove_kalpana_instance, remove_labelled, stopwatch, summary, timing_summary, verdict)
+
+APP_PORT = 8080
+# httpd answers 200 only for a file; /tmp/index.html makes GET / a 200.
+START_COMMAND = f"echo ok > /tmp/index.html && exec httpd -f -p {APP_PORT} -h /tmp"
+DEPLOYMENT = "web"
+
+
+def get_ok(port: int, timeout: float = 0.5) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+class GapPoller:
+    """GETs http://127.0.0.1:<port>/ every ``interval`` s in a thread; the longest time between two 200s."""
+
+    def __init__(self, port: int, interval: float = 0.005):
+        self.port = port
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last_ok: float | None = None
+        self._max_gap = 0.0
+        self._probes = 0
+        self._thread = threading.Thread(target=self._run, name=f"poll-{port}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ok = get_ok(self.port)
+            now = time.perf_counter()
+            with self._lock:
+                self._probes += 1
+                if ok:
+                    if self._last_ok is not None:
+                        self._max_gap = max(self._max_gap, now - self._last_ok)
+                    self._last_ok = now
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "GapPoller":
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while self.last_ok() is None:  # serving before we start measuring
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"port {self.port} never answered 200 before the measurement")
+            time.sleep(0.01)
+        with self._lock:
+            self._max_gap = 0.0
+        return self
+
+    def last_ok(self) -> float | None:
+        with self._lock:
+            return self._last_ok
+
+    def finish(self, after: float, timeout: float = 10.0) -> float:
+        """Wait for a 200 later than ``after`` (the port serves again); return the longest gap seen."""
+        deadline = time.monotonic() + timeout
+        while (self.last_ok() or 0) <= after:
+            if time.monotonic() > deadline:
+                with self._lock:
+                    return max(self._max_gap, time.perf_counter() - (self._last_ok or after))
+            time.sleep(0.005)
+        with self._lock:
+            return self._max_gap
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class RawSwap:
+    """The raw-SDK baseline: one labelled container on ``port``, swapped for a new one each round."""
+
+    def __init__(self, client, run_id: str, port: int):
+        self.api = client.api
+        self.run_id = run_id
+        self.port = port
+        self.name = f"kbench-{run_id}-raw"
+        self.container_id: str | None = None
+        self.rev = 0
+
+    def _create_and_start(self) -> str:
+        api = self.api
+        host_config = api.create_host_config(port_bindings={APP_PORT: self.port}, init=True,
+                                             restart_policy={"Name": "unless-stopped"})
+        created = api.create_container(image=BASE_IMAGE, name=self.name, entrypoint=["/bin/sh", "-c"],
+                                       command=[START_COMMAND], working_dir="/workspace",
+                                       environment={"BENCH_REV": str(self.rev)},
+                                       labels={BENCH_LABEL: self.run_id}, ports=[APP_PORT],
+                                       host_config=host_config, detach=True)
+        api.start(created["Id"])
+        return created["Id"]
+
+    def setup(self) -> None:
+        self.container_id = self._create_and_start()
+        wait_200(self.port, 30)
+
+    def swap(self) -> Timing:
+        """stop(timeout 0) + remove + create + start + first 200: wall seconds."""
+        self.rev += 1
+        with stopwatch(children=False) as timing:
+            self.api.stop(self.container_id, timeout=0)
+            self.api.remove_container(self.container_id, force=True)
+            self.container_id = self._create_and_start()
+            wait_200(self.port, 30)
+        return timing
+
+
+def wait_200(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not get_ok(port, timeout=0.5):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"port {port}: no 200 within {timeout:g} s")
+        time.sleep(0.005)
+
+
+def kalpana_spec(port: int, rev: int, healthcheck: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"start_command": START_COMMAND, "port": APP_PORT, "exposed_port": port,
+                            "env": {"BENCH_REV": str(rev)}}
+    if healthcheck:
+        spec["healthcheck"] = healthcheck
+    return spec
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(parser, timeout=900)
+    parser.add_argument("--port", type=int, default=None, help="host port of the Kalpana deployment "
+                                                                "(default: a free one in 28000-28999)")
+    parser.add_argument("--raw-port", type=int, default=None, help="host port of the raw-SDK container "
+                                                                    "(default: a free one in 28000-28999)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run one redeploy under cProfile and one under -X importtime")
+    parser.add_argument("--healthcheck", default=None, metavar="CHECK",
+                        help="the deployment's healthcheck (default: Kalpana's default, tcp; e.g. / for HTTP)")
+    args = parser.parse_args()
+
+    run_id = new_run_id()
+    pycache = None if args.no_bytecode_cache else Path(tempfile.mkdtemp(prefix=f"kbench-pyc-{run_id}-"))
+    configure_bytecode(pycache)
+    client = docker_client()
+    ensure_base_image(client)
+    port = args.port or free_port(28000, 28999)
+    raw_port = args.raw_port or free_port(28000, 28999)
+    while raw_port == port:
+        raw_port = free_port(28000, 28999)
+    project = KalpanaProject(f"bench-{run_id}", keep_dir=args.keep_dir)
+    raw = RawSwap(client, run_id, raw_port)
+    report: dict[str, Any] = {"benchmark": "redeploy", "run_id": run_id, "reps": args.reps, "port": port,
+                              "raw_port": raw_port, "healthcheck": args.healthcheck or "default (tcp)", "bytecode": bytecode_note(), "machine": machine_info()}
+    failures: list[str] = []
+    apply_t: list[Timing] = []
+    raw_t: list[Timing] = []
+    gaps: list[float] = []
+    raw_gaps: list[float] = []
+    recorded_gaps: list[float] = []
+    recorded_deploy: list[float] = []
+    startup: dict[str, Any] = {}
+    profile: dict[str, Any] | None = None
+    try:
+        with deadline(args.timeout):
+            log(f"setting up: Kalpana deployment {DEPLOYMENT} on port {port} (instance {project.instance}), "
+                f"raw container {raw.name} on port {raw_port}")
+            rev = 0
+            project.write_deployment(DEPLOYMENT, kalpana_spec(port, rev, args.healthcheck))
+            project.run("apply", timeout=300)
+            wait_200(port, 30)
+            raw.setup()
+
+            def kalpana_round() -> None:
+                nonlocal rev
+                rev += 1
+                project.write_deployment(DEPLOYMENT, kalpana_spec(port, rev, args.healthcheck))
+                with GapPoller(port) as poller:
+                    timing, _ = project.timed("apply", timeout=300)
+                    gap = poller.finish(after=time.perf_counter())
+                build = project.run_json("builds", DEPLOYMENT, "--limit", "1")["builds"][0]
+                if build.get("status") != "SUCCESS" or build.get("action") != "redeploy":
+                    failures.append(f"round {rev}: expected a successful redeploy (no rebuild), got " + json.dumps(
+                        {k: build.get(k) for k in ('id', 'action', 'reason', 'status', 'error_message')}))
+                durations = build.get("durations") or {}
+                apply_t.append(timing)
+                gaps.append(gap)
+                if durations.get("gap") is not None:
+                    recorded_gaps.append(durations["gap"])
+                if durations.get("deploy") is not None:
+                    recorded_deploy.append(durations["deploy"])
+
+            def raw_round() -> None:
+                with GapPoller(raw_port) as poller:
+                    timing = raw.swap()
+                    gap = poller.finish(after=time.perf_counter())
+                raw_t.append(timing)
+                raw_gaps.append(gap)
+
+            log("warm-up round (not timed)")
+            kalpana_round()
+            raw_round()
+            for lst in (apply_t, raw_t, gaps, raw_gaps, recorded_gaps, recorded_deploy):
+                lst.clear()
+            log(f"timing {args.reps} rounds of: kalpana apply (env change), raw SDK swap")
+            for i in range(args.reps):
+                rounds = (kalpana_round, raw_round) if i % 2 == 0 else (raw_round, kalpana_round)
+                for fn in rounds:
+                    fn()
+                log(f"  rep {i + 1}/{args.reps}: apply {apply_t[-1].wall:.3f} s (gap {gaps[-1]:.3f}, recorded "
+                    f"{recorded_gaps[-1] if recorded_gaps else float('nan'):.3f}), raw {raw_t[-1].wall:.3f} s "
+                    f"(gap {raw_gaps[-1]:.3f})")
+            log("python start-up and import figures")
+            startup = python_startup_figures(args.reps)
+            if args.profile:
+                log("profiling one redeploy (cProfile) and one more (-X importtime)")
+                rev += 1
+                project.write_deployment(DEPLOYMENT, kalpana_spec(port, rev, args.healthcheck))
+                profile = cprofile_cli(project, "apply")
+                rev += 1
+                project.write_deployment(DEPLOYMENT, kalpana_spec(port, rev, args.healthcheck))
+                profile.update(importtime_profile(project, "apply"))
+    except Deadline as exc:
+        failures.append(str(exc))
+        log(f"ERROR: {exc}")
+    finally:
+        log("cleaning up")
+        failures += remove_labelled(client, f"{BENCH_LABEL}={run_id}")
+        failures += remove_kalpana_instance(client, project.instance)
+        project.close()
+        client.close()
+        if pycache is not None:
+            shutil.rmtree(pycache, ignore_errors=True)
+    if failures:
+        log("problems:\n  " + "\n  ".join(failures))
+
+    s_apply, s_raw = timing_summary(apply_t), timing_summary(raw_t)
+    s_gap, s_raw_gap = summary(gaps), summary(raw_gaps)
+    s_rec_gap, s_rec_deploy = summary(recorded_gaps), summary(recorded_deploy)
+    overhead = round(s_apply["median"] - s_raw["median"], 4) if apply_t and raw_t else None
+    gap_max = s_gap["max"]
+    imports = (startup.get("imports of apply (in-process)") or {}).get("median")
+    interpreter = (startup.get("python -c pass") or {}).get("median")
+    attributed = None
+    if overhead is not None and imports is not None and interpreter is not None:
+        attributed = {"python_start_s": interpreter, "imports_s": imports,
+                      "rest_s": round(overhead - interpreter - imports, 4)}
+    report.update({
+        "apply": s_apply, "raw_sdk": s_raw, "gap_polled": s_gap, "gap_polled_raw": s_raw_gap,
+        "gap_recorded": s_rec_gap, "deploy_recorded": s_rec_deploy, "startup": startup,
+        "overhead_s": overhead, "overhead_attribution": attributed,
+        "targets": {
+            "overhead < 0.5 s": {"value": overhead, "verdict": verdict(overhead, 0.5, strict=True)},
+            "gap (median) < 1 s": {"value": s_gap["median"], "verdict": verdict(s_gap["median"], 1.0, strict=True)},
+            "gap (max) < 1 s": {"value": gap_max, "verdict": verdict(gap_max, 1.0, strict=True)},
+        },
+        "apply_over_raw": ratio(s_apply["median"], s_raw["median"]),
+        "profile": profile,
+        "problems": failures,
+    })
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        load = ", ".join(f"{x:.2f}" for x in report["machine"]["loadavg_at_start"] or ())
+        print(f"\nredeploy benchmark (run {run_id}; {args.reps} reps, interleaved; seconds; load average at "
+              f"start {load}; healthcheck {report['healthcheck']}; {report['bytecode']})")
+        print_rows("redeploy after an env change", [
+            ("kalpana apply (wall)", s_apply, "fresh process: start-up, imports, plan, swap, record"),
+            ("raw SDK swap", s_raw, "in-process stop(0)+remove+create+start until the first 200"),
+            ("gap, kalpana (polled)", s_gap, "longest time without a 200 on the port during the apply"),
+            ("gap, kalpana (recorded)", s_rec_gap, "durations.gap from `kalpana builds web --json`"),
+            ("deploy, kalpana (recorded)", s_rec_deploy, "durations.deploy (rename..remove old)"),
+            ("gap, raw SDK (polled)", s_raw_gap, "same poller around the raw swap"),
+        ])
+        print_rows("python start-up (a fresh `kalpana` process pays this first)", [
+            (name, s, "") for name, s in startup.items()])
+        print("\ntargets (medians)")
+        for name, t in report["targets"].items():
+            value = "n/a" if t["value"] is None else f"{t['value']:.3f} s"
+            print(f"  {name:22} {value:>9}  {t['verdict']}")
+        if attributed:
+            print(f"  overhead = apply - raw = {overhead:.3f} s, of which python start-up ~{interpreter:.3f} s, "
+                  f"imports ~{imports:.3f} s, the rest ~{attributed['rest_s']:.3f} s "
+                  "(config, history, plan, record, health probing)")
+        if profile:
+            print_profile(profile, "where a redeploy apply spends its time")
+        if failures:
+            print("\nproblems:\n  " + "\n  ".join(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
