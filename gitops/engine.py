@@ -186,11 +186,11 @@ class Engine:
     def sync(self, names: list[str] | None = None, *, prune: bool = True,
              trigger: Trigger = Trigger.MANUAL) -> ApplyResult:
         """`kalpana sync`: fetch the config repository and the git sources, then apply."""
-        self.fetch_config()
-        return self.apply(names, prune=prune, trigger=trigger, fetch=True)
+        return self.apply(names, prune=prune, trigger=trigger, fetch=True, fetch_config=True)
 
     def apply(self, names: list[str] | None = None, *, prune: bool = True, trigger: Trigger = Trigger.MANUAL,
-              force: bool = False, fetch: bool = False, heal: bool = False) -> ApplyResult:
+              force: bool = False, fetch: bool = False, heal: bool = False,
+              fetch_config: bool = False) -> ApplyResult:
         """Execute the plan under the apply lock.
 
         ``force`` rebuilds the named deployments even if up to date; ``fetch``
@@ -199,6 +199,8 @@ class Engine:
         images and leaves every other change for a real trigger: no rebuild storms.
         """
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
+            if fetch_config:  # under the lock: another run must never read a half-reset checkout
+                self.fetch_config()
             observed = self._recover()
             plan, load, revisions = self._prepare(names, prune, observed, fetch=fetch,
                                                   automatic=trigger is not Trigger.MANUAL)

@@ -64,6 +64,7 @@ def load_directory(directory: Path, *, workspace: Path, default_image: str | Non
                                        "deployments directory not found: create it or set deployments_dir in kalpana.yaml"))
         return result
     seen: dict[str, Desired] = {}
+    duplicated: set[str] = set()
     for path in sorted(directory.iterdir()):
         if path.suffix not in EXTENSIONS or not path.is_file() or path.name.startswith("."):
             continue
@@ -74,6 +75,7 @@ def load_directory(directory: Path, *, workspace: Path, default_image: str | Non
             continue
         for desired in loaded:
             if desired.name in seen:
+                duplicated.add(desired.name)
                 first = seen[desired.name]
                 result.errors.append(SpecError(desired.file, desired.line, "name",
                                                f"deployment {desired.name!r} is already declared in {first.file}:{first.line}: "
@@ -81,8 +83,7 @@ def load_directory(directory: Path, *, workspace: Path, default_image: str | Non
                 continue
             seen[desired.name] = desired
     # Duplicates poison both: neither is safe to apply.
-    bad_names = {e.message.split("'")[1] for e in result.errors if e.field == "name" and "already declared" in e.message}
-    result.desired = {n: d for n, d in seen.items() if n not in bad_names}
+    result.desired = {n: d for n, d in seen.items() if n not in duplicated}
     return result
 
 
