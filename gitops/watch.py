@@ -217,7 +217,9 @@ class Daemon:
             try:
                 self._drift_once()
                 if self._docker_down:
-                    self.events.emit(EventKind.INFO, None, "Docker answers again")
+                    # What failed while it was away (the start-up run, say) gets its turn now.
+                    self.events.emit(EventKind.INFO, None, "Docker answers again: applying everything")
+                    self.work.submit(Job(None, Trigger.AUTO, prune=True, reasons=["Docker is back"]))
                 self._docker_down = False
                 delay = self.settings.drift_interval
             except DockerUnavailable as exc:
