@@ -231,9 +231,9 @@ class Daemon:
                 self.events.emit(EventKind.ERROR, None, f"drift check failed: {exc}")
 
     def _drift_once(self) -> None:
+        observed = self.runtime.observe(self.settings.instance)  # first: it also tells whether Docker answers
         if self.work.busy:
             return  # a run in progress changes containers on purpose
-        observed = self.runtime.observe(self.settings.instance)
         stopped = self.history.stopped()
         now = time.monotonic()
         for name, d in self._load.desired.items():
