@@ -207,6 +207,10 @@ class Engine:
             if plan.prune_note and prune:
                 self.events.emit(EventKind.WARNING, None, plan.prune_note)
             result = ApplyResult(plan, load)
+            if plan.changes or force:
+                # Load the docker SDK before any record says BUILDING: an interrupt landing in the
+                # middle of that import would leave half-imported modules instead of a clean cancel.
+                self.runtime.load_sdk()
             changes = [f"{s.name} {s.action.value} ({s.reason})" for s in plan.changes]
             self.events.emit(EventKind.PLAN, None, "; ".join(changes) if changes else "nothing to change",
                              changes=len(changes))
@@ -409,6 +413,7 @@ class Engine:
         """Redeploy the image of an earlier successful build, without rebuilding; recorded as its own build."""
         d = self.desired(name)
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
+            self.runtime.load_sdk()
             observed = self._recover()
             current = observed.containers.get(name)
             target = self._rollback_target(name, to, current)

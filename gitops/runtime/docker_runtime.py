@@ -68,6 +68,10 @@ class DockerRuntime:
                 self._api = docker.APIClient(base_url=self.address, version="auto", timeout=self.timeout)
         return self._api
 
+    def load_sdk(self) -> None:
+        """Import and connect the SDK now, before work that must be cleanly interruptible starts."""
+        self.api  # noqa: B018 - the property does the work
+
     def _read(self, path: str, **params: object):
         with self._guard():
             return self._reads.get(path, **params)
