@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from gitops import webhook as wh
-from gitops.config import Settings
+from gitops.config import Settings, load_settings
 from gitops.deliveries import Deliveries
 from gitops.errors import DockerUnavailable, KalpanaError, SourceError
 from gitops.events import EventKind, Events
@@ -122,10 +122,19 @@ class Daemon:
         while not self.settings.deployments_path.is_dir():
             if self._stop.wait(1.0):
                 return
-        paths = [p for p in (self.settings.deployments_path, self.config_path) if p and p.exists()]
+        deployments = self.settings.deployments_path.resolve()
+        config = self.config_path.resolve() if self.config_path else None
+        # Directories, not files: editors save by replacing a file, which ends a watch on the file itself.
+        paths = {deployments} | ({config.parent} if config else set())
+
+        def relevant(change, path: str) -> bool:
+            path = Path(path)
+            return path.parent == deployments or path == config
+
         try:
-            for changes in watch(*paths, stop_event=self._stop, debounce=int(self.settings.debounce * 1000),
-                                 step=20, rust_timeout=500, yield_on_timeout=False, raise_interrupt=False):
+            for changes in watch(*paths, watch_filter=relevant, recursive=False, stop_event=self._stop,
+                                 debounce=int(self.settings.debounce * 1000), step=20, rust_timeout=500,
+                                 yield_on_timeout=False, raise_interrupt=False):
                 self._files_changed({Path(path).resolve() for _, path in changes})
         except Exception as exc:  # noqa: BLE001 - a watcher crash must not take the daemon down
             self.events.emit(EventKind.ERROR, None, f"file watching stopped: {exc}")
@@ -133,8 +142,21 @@ class Daemon:
     def _files_changed(self, paths: set[Path]) -> None:
         config = self.config_path.resolve() if self.config_path else None
         if config in paths:
-            self.events.emit(EventKind.TRIGGER, None, f"{config.name} changed: restart `kalpana watch` to use "
-                             "new settings; applying everything with the settings in force")
+            try:
+                settings = load_settings(config)
+            except KalpanaError as exc:
+                self.events.emit(EventKind.ERROR, None, f"{exc} (settings not reloaded; what runs stays)")
+                return
+            if settings.listen != self.settings.listen or settings.state_path != self.settings.state_path:
+                self.events.emit(EventKind.WARNING, None, "listen and state_dir take effect when `kalpana watch` "
+                                 "restarts")
+            # Runs are child processes that read kalpana.yaml themselves; the daemon's own
+            # secrets, intervals and paths follow it from here on.
+            self.settings = settings.model_copy(update={"listen": self.settings.listen,
+                                                        "state_dir": self.settings.state_dir})
+            self.insecure = self.settings.insecure_webhooks
+            self._reload()
+            self.events.emit(EventKind.TRIGGER, None, f"{config.name} changed: applying everything")
             self.work.submit(Job(None, Trigger.AUTO, prune=True, reasons=["config changed"]))
             return
         names: set[str] = set()
