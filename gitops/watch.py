@@ -54,6 +54,7 @@ class Daemon:
         self._stop_reason = "stopping"
         self._load = LoadResult()
         self._file_names: dict[Path, set[str]] = {}
+        self._env_files: dict[Path, set[str]] = {}  # env_file -> the deployments that read it
         self._heal: dict[str, tuple[int, float]] = {}  # name -> (attempts, next allowed time)
         self._docker_down = False
         self._server = None
@@ -110,9 +111,13 @@ class Daemon:
 
     def _loaded(self, load: LoadResult) -> LoadResult:
         files: dict[Path, set[str]] = {}
+        env_files: dict[Path, set[str]] = {}
         for d in load.desired.values():
             files.setdefault(Path(d.file).resolve(), set()).add(d.name)
+            if d.spec.env_file:
+                env_files.setdefault((Path(d.file).resolve().parent / d.spec.env_file).resolve(), set()).add(d.name)
         self._file_names = files
+        self._env_files = env_files
         return load
 
     def _watch_files(self) -> None:
@@ -126,10 +131,11 @@ class Daemon:
         config = self.config_path.resolve() if self.config_path else None
         # Directories, not files: editors save by replacing a file, which ends a watch on the file itself.
         paths = {deployments} | ({config.parent} if config else set())
+        paths |= {env.parent for env in self._env_files if env.parent.is_dir()}
 
         def relevant(change, path: str) -> bool:
             path = Path(path)
-            return path.parent == deployments or path == config
+            return path.parent == deployments or path == config or path in self._env_files
 
         try:
             for changes in watch(*paths, watch_filter=relevant, recursive=False, stop_event=self._stop,
@@ -162,6 +168,9 @@ class Daemon:
         names: set[str] = set()
         removed = False
         for path in sorted(paths):
+            if path in self._env_files:  # an env_file: the deployments reading it get the new values
+                names |= self._env_files[path]
+                continue
             if path.suffix not in (".yaml", ".yml", ".json") or path.name.startswith("."):
                 continue
             before = self._file_names.get(path, set())

@@ -108,3 +108,25 @@ def test_killed_container_is_restarted_and_removed_one_recreated_without_rebuild
     assert all(r["action"] == "start" for r in new), [(r["action"], r["status"]) for r in new]
     assert all(r["status"] == "SUCCESS" for r in new), [(r["action"], r["status"]) for r in new]
     assert HTTPD in " ".join(now.attrs["Config"]["Cmd"] or []), now.attrs["Config"]["Cmd"]
+
+
+def test_saved_env_file_redeploys_the_deployments_reading_it(kalpana_project, start_daemon):
+    p = kalpana_project
+    (p.deployments_dir / "web.env").parent.mkdir(parents=True, exist_ok=True)
+    (p.deployments_dir / "web.env").write_text("GREETING=hello\n")
+    p.write_app("envapp", {"index.html": "x"})
+    # The app serves the variable, so the test reads what the running container really got.
+    p.write_deployment("envapp", web_spec("envapp", env_file="web.env",
+                                          start_command="echo $GREETING > /workspace/index.html; " + HTTPD))
+    p.run("apply")
+    port = host_port(p, "envapp")
+    assert fetch(port) == (200, "hello\n")
+    daemon = start_daemon()
+
+    mark = daemon.mark()
+    (p.deployments_dir / "web.env").write_text("GREETING=bonjour\n")
+    daemon.wait_for(lambda e: e.get("event") == "trigger" and "envapp" in e.get("message", ""), after=mark,
+                    what="trigger for the saved env_file")
+    wait_serving(port, "bonjour\n", timeout=120)
+    daemon.wait_idle()
+    assert builds(p, "envapp")[0]["action"] == "redeploy"
