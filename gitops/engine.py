@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from gitops.deployer import Deployer
 from gitops.errors import Cancelled, KalpanaError, SourceError, SpecError, UnknownDeployment
 from gitops.events import EventKind, Events
 from gitops.history import Build, BuildStatus, History, Trigger, now_iso
-from gitops.loader import LoadResult, load_directory
+from gitops.loader import LoadResult, load_configured
 from gitops.lock import ApplyLock
 from gitops.masking import Masker, mask_url
 from gitops.plan import Action, Plan, Step, make_plan
@@ -85,27 +84,19 @@ class Engine:
     def config_repo(self) -> GitCheckout | None:
         """The checkout of the config repository, when kalpana.yaml sets ``repo``."""
         repo = self.settings.repo
-        if repo is None:
-            return None
-        token = os.environ.get(repo.token_env) if repo.token_env else None
-        return GitCheckout(repo.url, self.settings.config_checkout, repo.branch, token=token, ssh_key=repo.ssh_key)
+        return GitCheckout.for_config(repo, self.settings.config_checkout) if repo else None
 
     def load(self) -> LoadResult:
         """Load and validate every deployment file (cloning the config repository on first use)."""
         checkout = self.config_repo()
         if checkout is not None and not checkout.exists():
             checkout.clone()
-        return load_directory(self.settings.deployments_path, workspace=self.settings.workspace_path,
-                              default_image=self.settings.default_image)
+        return load_configured(self.settings)
 
     def desired(self, name: str) -> Desired:
         """The loaded spec of one deployment; UnknownDeployment (listing the known ones) otherwise."""
         load = self.load()
-        if name not in load.desired:
-            if load.errors:
-                raise KalpanaError(f"deployment {name!r} is not loaded; the files have errors:\n" +
-                                   "\n".join(str(e) for e in load.errors))
-            raise UnknownDeployment(name, list(load.desired))
+        _require_known({name}, load)
         return load.desired[name]
 
     def plan(self, names: list[str] | None = None, prune: bool = True) -> tuple[Plan, LoadResult]:
@@ -118,13 +109,8 @@ class Engine:
         load = self.load()
         observed = observed or self.runtime.observe(self.instance)
         only = set(names) if names else None
-        unknown = (only or set()) - set(load.desired)
-        if unknown and unknown - set(observed.containers):
-            missing = sorted(unknown)[0]
-            if not load.ok:
-                raise KalpanaError(f"deployment {missing!r} is not loaded; the files have errors:\n"
-                                   + "\n".join(str(e) for e in load.errors))
-            raise UnknownDeployment(missing, sorted(load.desired))
+        if only:
+            _require_known(only, load, also=set(observed.containers))
         if fetch:
             self._fetch_sources([d for n, d in load.desired.items() if not only or n in only], automatic)
         revisions: dict[str, Revision] = {}
@@ -454,7 +440,19 @@ class Engine:
         raise KalpanaError(f"{name} has no earlier successful build whose image still exists: nothing to roll back to")
 
     def _known(self, name: str) -> None:
-        load = self.load()
-        if name not in load.desired and name not in self.runtime.observe(self.instance).containers:
-            raise UnknownDeployment(name, list(load.desired))
+        _require_known({name}, self.load(), also=set(self.runtime.observe(self.instance).containers))
+
+
+def _require_known(names: set[str], load: LoadResult, also: set[str] = frozenset()) -> None:
+    """UnknownDeployment for the first name neither loaded nor in ``also`` (e.g. a running container).
+
+    When files failed to load, the name may be in one of them: say that instead of "unknown".
+    """
+    missing = sorted(names - set(load.desired) - also)
+    if not missing:
+        return
+    if not load.ok:
+        raise KalpanaError(f"deployment {missing[0]!r} is not loaded; the files have errors:\n"
+                           + "\n".join(str(e) for e in load.errors))
+    raise UnknownDeployment(missing[0], sorted(load.desired))
 

@@ -56,6 +56,12 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def load_configured(settings) -> LoadResult:
+    """Load the deployments ``settings`` (a ``config.Settings``) point at: its directory, workspace, default image."""
+    return load_directory(settings.deployments_path, workspace=settings.workspace_path,
+                          default_image=settings.default_image)
+
+
 def load_directory(directory: Path, *, workspace: Path, default_image: str | None = None) -> LoadResult:
     """Load every deployment file under ``directory`` (not recursive; sorted by name)."""
     result = LoadResult()

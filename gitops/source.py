@@ -204,6 +204,12 @@ class GitCheckout:
         name = re.sub(r"[^a-z0-9]+", "-", (f"{owner}-" if owner else "") + repo_key(spec.repo).rsplit("/", 1)[-1].lower())[:60]
         return cls(spec.repo, checkouts / f"{name}-{slug}", spec.branch, token=token, ssh_key=spec.ssh_key)
 
+    @classmethod
+    def for_config(cls, repo, path: Path) -> "GitCheckout":
+        """The checkout of the config repository (``repo``: kalpana.yaml's ``repo`` settings) at ``path``."""
+        token = os.environ.get(repo.token_env) if repo.token_env else None
+        return cls(repo.url, path, repo.branch, token=token, ssh_key=repo.ssh_key)
+
     def exists(self) -> bool:
         return (self.path / ".git").is_dir()
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from enum import Enum
 
 from gitops import routing
-from gitops.history import BuildStatus, History
+from gitops.history import Build, BuildStatus, History
 from gitops.loader import LoadResult
 from gitops.runtime.docker_runtime import DockerRuntime
 
@@ -47,10 +47,13 @@ def report(load: LoadResult, runtime: DockerRuntime, history: History, instance:
     """Status of every declared deployment plus any container no file declares any more."""
     observed = runtime.observe(instance)
     stopped = history.stopped()
+    latest_of: dict[str, Build] = {}
+    for build in history.list():  # newest first: one read of the database, not one per deployment
+        latest_of.setdefault(build.deployment, build)
     rows = []
     for name in sorted(set(load.desired) | set(observed.containers)):
         container = observed.containers.get(name)
-        latest = history.latest(name)
+        latest = latest_of.get(name)
         desired = load.desired.get(name)
         detail = ""
         if latest and latest.status in (BuildStatus.BUILDING, BuildStatus.PENDING):

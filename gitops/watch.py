@@ -11,7 +11,6 @@ when it ends, so the daemon itself stays small however many builds it runs.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from gitops.deliveries import Deliveries
 from gitops.errors import DockerUnavailable, KalpanaError, SourceError
 from gitops.events import EventKind, Events
 from gitops.history import BuildStatus, History, Trigger
-from gitops.loader import LoadResult, load_directory, load_file
+from gitops.loader import LoadResult, load_configured, load_file
 from gitops.queue import Job, Running, WorkQueue
 from gitops.runtime.docker_runtime import DockerRuntime
 from gitops.source import GitCheckout
@@ -93,8 +92,7 @@ class Daemon:
     # -- triggers ----------------------------------------------------------
 
     def _reload(self) -> LoadResult:
-        load = load_directory(self.settings.deployments_path, workspace=self.settings.workspace_path,
-                              default_image=self.settings.default_image)
+        load = load_configured(self.settings)
         for error in load.errors:
             self.events.emit(EventKind.ERROR, None, str(error))
         self._load = self._loaded(load)
@@ -103,9 +101,7 @@ class Daemon:
     def _reload_quietly(self) -> None:
         """Refresh the daemon's view after a run (a sync may have changed the files); errors were reported by the run."""
         try:
-            self._load = self._loaded(load_directory(self.settings.deployments_path,
-                                                     workspace=self.settings.workspace_path,
-                                                     default_image=self.settings.default_image))
+            self._load = self._loaded(load_configured(self.settings))
         except Exception as exc:  # noqa: BLE001 - keep the previous view
             self.events.emit(EventKind.ERROR, None, f"cannot reload the deployment files: {exc}")
 
@@ -207,9 +203,7 @@ class Daemon:
     def _poll_once(self) -> None:
         repo = self.settings.repo
         if repo is not None:
-            checkout = GitCheckout(repo.url, self.settings.config_checkout, repo.branch,
-                                   token=os.environ.get(repo.token_env) if repo.token_env else None,
-                                   ssh_key=repo.ssh_key)
+            checkout = GitCheckout.for_config(repo, self.settings.config_checkout)
             sha = self._new_commit(checkout, "config repository")
             if sha:
                 self.work.submit(Job(None, Trigger.AUTO, config=True, commit=sha, prune=True, reasons=["poll"]))

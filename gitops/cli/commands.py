@@ -20,9 +20,8 @@ pass_ctx = click.make_pass_decorator(Context)
 @pass_ctx
 def validate(obj: Context, as_json: bool) -> None:
     """Check kalpana.yaml and every deployment file; exit 1 on any error."""
-    from gitops.loader import load_directory
-    s = obj.settings
-    load = load_directory(s.deployments_path, workspace=s.workspace_path, default_image=s.default_image)
+    from gitops.loader import load_configured
+    load = load_configured(obj.settings)
     if as_json:
         print_json({"ok": load.ok, "deployments": sorted(load.desired), "files": [str(f) for f in load.files],
                     "errors": [{"file": e.file, "line": e.line, "field": e.field, "message": e.message, "text": str(e)}
