@@ -1,6 +1,7 @@
 """Where an application's files come from, and which revision they are at.
 
-The only module that imports ``git`` (GitPython). For a local directory
+The only module that imports ``git`` (GitPython), and the one git client:
+checkouts run their commands through it too. For a local directory
 inside a git repository the revision is the last commit that touched that
 directory (so a monorepo rebuilds only what changed), with a marker and a
 content digest when the directory has uncommitted changes; outside git it
@@ -14,7 +15,7 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from gitops.masking import mask_url
 from gitops.spec import SourceSpec
 
 _SKIP_DIRS = {".git"}
+
+_GIT_TIMEOUT = 300  # seconds: past this a clone or fetch is stuck, not slow
 
 
 @dataclass(frozen=True)
@@ -265,28 +268,48 @@ class GitCheckout:
         return url
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+        # Only what Kalpana changes: GitPython starts from os.environ and adds these on top.
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
         if self._ssh_key:
             env["GIT_SSH_COMMAND"] = (f"ssh -i {Path(self._ssh_key).expanduser()} -o IdentitiesOnly=yes "
                                       "-o BatchMode=yes -o StrictHostKeyChecking=accept-new")
         return env
 
     def _git(self, *args: str, cwd: Path | None = None, error: type[SourceError] = SourceError) -> str:
-        command = ["git"]
+        failed = f"git {args[0]} of {mask_url(self.url)}"
+        try:
+            import git  # on first use, as in _git_revision
+        except ImportError:  # GitPython refuses to import without a working git binary
+            raise error(f"{failed} failed: git is not installed or not on PATH: install git") from None
+        workdir = cwd or self.path
+        # GitPython runs a command whose directory is missing in the process's own directory
+        # instead, where a reset or clean would wreck whatever that directory holds.
+        if not (workdir.is_dir() and os.access(workdir, os.X_OK)):
+            raise error(f"{failed} failed: {workdir} does not exist or cannot be entered: check the state directory")
+        command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE]
+        secrets = [self._token] if self._token else []
         if self._token:
             # A header for this one command: the token never lands in .git/config, a URL or a log.
             basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
             command += ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
+            secrets.append(basic)
         command += list(args)
+        started = time.monotonic()
         try:
-            done = subprocess.run(command, cwd=cwd or self.path, env=self._env(), capture_output=True,
-                                  text=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            raise error(f"git {args[0]} of {mask_url(self.url)} took over 300 s: is the remote reachable?") from None
-        if done.returncode != 0:
-            detail = mask_url((done.stderr or done.stdout).strip().splitlines()[-1] if (done.stderr or done.stdout).strip()
-                              else f"exit {done.returncode}")
-            if self._token:
-                detail = detail.replace(self._token, "***")
-            raise error(f"git {args[0]} of {mask_url(self.url)} failed: {detail}")
-        return done.stdout
+            # with_exceptions=False: GitCommandError quotes the whole command line, and older
+            # GitPython does not redact the header in it; the status and stderr are all we need.
+            status, out, err = git.Git(workdir).execute(
+                command, env=self._env(), with_extended_output=True, with_exceptions=False,
+                kill_after_timeout=_GIT_TIMEOUT)
+        except git.GitCommandNotFound:
+            raise error(f"{failed} failed: git is not installed or not on PATH: install git") from None
+        if status != 0 and time.monotonic() - started >= _GIT_TIMEOUT:
+            # Killed by the watchdog; its stderr is GitPython's note quoting the command line.
+            raise error(f"{failed} took over {_GIT_TIMEOUT} s: is the remote reachable?")
+        if status != 0:
+            text = (err or out).strip()
+            detail = mask_url(text.splitlines()[-1] if text else f"exit {status}")
+            for secret in secrets:
+                detail = detail.replace(secret, "***")
+            raise error(f"{failed} failed: {detail}")
+        return out

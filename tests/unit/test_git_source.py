@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import os
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from gitops.errors import SourceError
+import gitops.source
 from gitops.source import FetchFailed, GitCheckout, repo_key, resolve
 from gitops.spec import SourceSpec
 
@@ -411,3 +416,87 @@ def test_checkout_directory_name_has_no_credentials(checkouts):
     assert GitCheckout.for_source(SourceSpec(repo="git@github.com:org/private-repo.git"), checkouts).path \
         == checkout.path
     assert repo_key(spec.repo) == "github.com/org/private-repo"
+
+
+TOKEN = "ghp_s3cr3tT0kenValue"
+BASIC = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """Git talks to the test's own server on 127.0.0.1, never through a proxy from the environment."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+
+@pytest.fixture
+def forbidding_server(no_proxy):
+    """An HTTP remote that records the Authorization header of each request and answers 404."""
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_token_goes_as_a_header_and_never_into_config_or_errors(remote, checkouts, forbidding_server):
+    base, seen = forbidding_server
+    good = make_checkout(remote, checkouts)
+    checkout = GitCheckout(f"{base}/org/private.git", good.path, "main", token=TOKEN)
+    for attempt, command in ((checkout.sync, "fetch"), (checkout.remote_head, "ls-remote")):
+        with pytest.raises(FetchFailed) as caught:
+            attempt()
+        message = str(caught.value)
+        assert message.startswith(f"git {command} of {base}/org/private.git failed: ")
+        assert TOKEN not in message and BASIC not in message
+    assert f"Basic {BASIC}" in seen, "the token was not sent as an Authorization header"
+    config = (good.path / ".git" / "config").read_text()
+    assert TOKEN not in config and BASIC not in config
+    assert good.head() == remote.first
+
+
+def test_a_git_command_past_the_timeout_is_killed_and_says_so(tmp_path, checkouts, no_proxy, monkeypatch):
+    # A remote that accepts the connection and never answers: git would wait forever.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setattr(gitops.source, "_GIT_TIMEOUT", 1)
+    url = f"http://user:tok3n@127.0.0.1:{silent.getsockname()[1]}/org/private.git"
+    checkout = GitCheckout(url, checkouts / "private", "main", token=TOKEN)
+    try:
+        started = time.monotonic()
+        with pytest.raises(SourceError) as caught:
+            checkout.clone()
+        assert time.monotonic() - started < 30
+        assert str(caught.value) == (f"git clone of http://***@127.0.0.1:{silent.getsockname()[1]}/org/private.git "
+                                     "took over 1 s: is the remote reachable?")
+        assert not checkouts.exists() or list(checkouts.iterdir()) == [], "a killed clone left a directory behind"
+        checkout.path.mkdir(parents=True)
+        with pytest.raises(FetchFailed, match="git ls-remote of .* took over 1 s") as caught:
+            checkout.remote_head()
+        assert "tok3n" not in str(caught.value) and TOKEN not in str(caught.value) and BASIC not in str(caught.value)
+    finally:
+        silent.close()
+
+
+def test_a_missing_checkout_never_runs_git_in_the_current_directory(remote, tmp_path, monkeypatch):
+    # Run from inside another repository: a git command that fell back to the current
+    # directory would read (or reset and clean) that repository instead.
+    monkeypatch.chdir(remote.work)
+    checkout = GitCheckout(str(remote.bare), tmp_path / "gone", "main")
+    with pytest.raises(SourceError, match="does not exist"):
+        checkout.head()
+    with pytest.raises(FetchFailed, match="does not exist"):
+        checkout.remote_head()
