@@ -7,12 +7,15 @@ touched here, so a failed build changes nothing that serves.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+from pathlib import Path
 from typing import Callable
 
 from gitops import labels as L
 from gitops.errors import BuildFailed
-from gitops.runtime.docker_runtime import DockerRuntime, dumps_labels, tar_context
+from gitops.runtime.protocol import Runtime
 from gitops.source import Revision
 from gitops.spec import BUILD_FIELDS, Desired
 
@@ -40,13 +43,13 @@ def image_labels(instance: str, desired: Desired, revision: Revision, build_id: 
     """Labels on a built image: enough for the planner to reuse it without rebuilding."""
     return {**L.base_labels(instance, desired.name), L.BUILD_ID: build_id, L.BUILD_HASH: desired.build_hash,
             L.REVISION: revision.revision,
-            L.FIELD_HASHES: dumps_labels({f: desired.hashes[f] for f in BUILD_FIELDS})}
+            L.FIELD_HASHES: L.dumps_labels({f: desired.hashes[f] for f in BUILD_FIELDS})}
 
 
 class Builder:
     """Turns a deployment at a revision into an image, streaming the build's output."""
 
-    def __init__(self, runtime: DockerRuntime, instance: str):
+    def __init__(self, runtime: Runtime, instance: str):
         self.runtime = runtime
         self.instance = instance
 
@@ -83,3 +86,34 @@ class Builder:
         for line in self.runtime.build(context, tag=tag, dockerfile=dockerfile):
             on_line(line)
         return tag
+
+
+def tar_context(files: dict[str, bytes], directories: dict[str, Path], exclude: tuple[str, ...] = (".git",),
+                skip: tuple[str, ...] = ()) -> io.BytesIO:
+    """A build context: in-memory ``files`` plus whole ``directories`` (arcname -> path).
+
+    ``exclude`` drops any path with such a component; ``skip`` drops these paths relative to each directory.
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for arcname, data in files.items():
+            info = tarfile.TarInfo(arcname)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for arcname, path in directories.items():
+            skipped = {str(Path(arcname) / s) for s in skip}
+
+            def keep(ti: tarfile.TarInfo, skipped=skipped) -> tarfile.TarInfo | None:
+                name = ti.name.removeprefix("./")
+                if _excluded(name, exclude) or any(name == s or name.startswith(s + "/") for s in skipped):
+                    return None
+                return ti
+
+            tar.add(str(path), arcname=arcname, filter=keep)
+    buf.seek(0)
+    return buf
+
+
+def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
+    return any(part in exclude for part in Path(name).parts)

@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from gitops import health
 from gitops import labels as L
 from gitops.errors import DeployFailed, KalpanaError
-from gitops.health import probe
-from gitops.runtime.docker_runtime import DockerRuntime, dumps_labels
 from gitops.runtime.objects import Container
-from gitops.spec import Desired
+from gitops.runtime.protocol import ContainerConfig, Runtime
+from gitops.spec import Desired, HealthCheck
+
+Probe = Callable[[HealthCheck, int | None, str], tuple[bool, str]]  #: one health probe: (healthy, what was seen)
 
 
 @dataclass
@@ -34,27 +36,52 @@ class Rollout:
 def container_labels(instance: str, desired: Desired, *, build_id: str, revision: str, host_port: int | None) -> dict[str, str]:
     """Labels on a deployment's container: what desired state it satisfies."""
     labels = {**L.base_labels(instance, desired.name), L.BUILD_ID: build_id, L.BUILD_HASH: desired.build_hash,
-              L.RUNTIME_HASH: desired.runtime_hash, L.REVISION: revision, L.FIELD_HASHES: dumps_labels(desired.hashes)}
+              L.RUNTIME_HASH: desired.runtime_hash, L.REVISION: revision, L.FIELD_HASHES: L.dumps_labels(desired.hashes)}
     if host_port:
         labels[L.HOST_PORT] = str(host_port)
     return labels
 
 
-class Deployer:
-    """Swaps a deployment's container for one running ``image``."""
+def container_config(instance: str, desired: Desired, image: str, *, build_id: str, revision: str,
+                     host_port: int | None) -> ContainerConfig:
+    """How a deployment's container is created: start command, env, labels, port, resources."""
+    spec = desired.spec
+    return ContainerConfig(
+        name=L.container_name(instance, spec.name), image=image,
+        # An explicit shell: the image's own entrypoint must not swallow the start command.
+        entrypoint=["/bin/sh", "-c"] if spec.start_command else None,
+        command=[spec.start_command] if spec.start_command else None,
+        working_dir=spec.working_dir, env=dict(desired.env),
+        labels=container_labels(instance, desired, build_id=build_id, revision=revision, host_port=host_port),
+        port=spec.port, host_port=host_port, memory=spec.resources.memory_bytes, cpus=spec.resources.cpus)
 
-    def __init__(self, runtime: DockerRuntime, instance: str, *, stop_timeout: int = 10, log_tail: int = 20):
+
+class Deployer:
+    """Swaps a deployment's container for one running ``image``.
+
+    ``probe``, ``monotonic`` and ``sleep`` are injectable so that unit tests drive
+    health checks and timeouts without a network or a real clock.
+    """
+
+    def __init__(self, runtime: Runtime, instance: str, *, stop_timeout: int = 10, log_tail: int = 20,
+                 probe: Probe = health.probe, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.runtime = runtime
         self.instance = instance
         self.stop_timeout = stop_timeout
         self.log_tail = log_tail
+        self._probe = probe
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     def rollout(self, desired: Desired, image: str, *, build_id: str, revision: str, old: Container | None,
                 host_port: int | None, on_phase: Callable[[str], None]) -> Rollout:
         """Replace ``old`` (if any) with a container of ``image``; DeployFailed keeps ``old`` serving."""
         spec = desired.spec
-        started = time.monotonic()
-        name = L.container_name(self.instance, spec.name)
+        started = self._monotonic()
+        config = container_config(self.instance, desired, image, build_id=build_id, revision=revision,
+                                  host_port=host_port)
+        name = config.name
         # Two containers can't bind one host port: stop the old one first, as late as possible.
         must_stop_old = bool(old and old.running and host_port)
         if old:
@@ -64,16 +91,10 @@ class Deployer:
         try:
             # Create first (the name is free after the rename; the port binds only at start),
             # so the gap holds the stop and the start alone.
-            new_id = self.runtime.create(
-                name=name, image=image,
-                entrypoint=["/bin/sh", "-c"] if spec.start_command else None,
-                command=[spec.start_command] if spec.start_command else None,
-                working_dir=spec.working_dir, env=desired.env,
-                labels=container_labels(self.instance, desired, build_id=build_id, revision=revision, host_port=host_port),
-                port=spec.port, host_port=host_port, memory=spec.resources.memory_bytes, cpus=spec.resources.cpus)
+            new_id = self.runtime.create(config)
             if must_stop_old:
                 on_phase(f"stopping the old container {old.name}")
-                gap_start = time.monotonic()
+                gap_start = self._monotonic()
                 self.runtime.stop(old.id, timeout=self.stop_timeout)
             self.runtime.start(new_id)
             on_phase(f"waiting for health ({_describe(desired, host_port)})")
@@ -83,17 +104,17 @@ class Deployer:
             if isinstance(exc, KalpanaError) and not isinstance(exc, DeployFailed):
                 raise DeployFailed(f"{exc}; the previous container keeps serving" if old else str(exc)) from None
             raise
-        gap = time.monotonic() - gap_start if gap_start is not None else None
+        gap = self._monotonic() - gap_start if gap_start is not None else None
         if old:
             self.runtime.remove(old.id)
-        return Rollout(new_id, host_port, time.monotonic() - started, gap)
+        return Rollout(new_id, host_port, self._monotonic() - started, gap)
 
     def wait_healthy(self, desired: Desired, container_id: str, host_port: int | None) -> None:
         """Probe until healthy; DeployFailed (with the last log lines) on exit or timeout."""
         check = desired.spec.healthcheck
-        deadline = time.monotonic() + check.timeout
+        deadline = self._monotonic() + check.timeout
         # Without a probe, "healthy" means still running after a short settle time.
-        settle = time.monotonic() + 1.0 if (host_port is None or check.type.value == "none") else None
+        settle = self._monotonic() + 1.0 if (host_port is None or check.type.value == "none") else None
         last = "no probe yet"
         target = None  # the container's own address: Docker's port proxy accepts before the app does
         while True:
@@ -108,13 +129,13 @@ class Deployer:
                 if target is None and host_port is not None:
                     ip = self.runtime.address_of(container_id)
                     target = (ip, desired.spec.port) if ip else ("127.0.0.1", host_port)
-                ok, last = probe(check, target[1] if target else None, host=target[0] if target else "127.0.0.1")
-                if ok and (settle is None or time.monotonic() >= settle):
+                ok, last = self._probe(check, target[1] if target else None, target[0] if target else "127.0.0.1")
+                if ok and (settle is None or self._monotonic() >= settle):
                     return
-            if time.monotonic() >= deadline:
+            if self._monotonic() >= deadline:
                 raise DeployFailed(self._failure(container_id, f"the new container was not healthy within "
                                                  f"{check.timeout:g} s (last probe: {last})"))
-            time.sleep(check.interval)
+            self._sleep(check.interval)
 
     def _failure(self, container_id: str, reason: str) -> str:
         tail = self.runtime.logs(container_id, tail=self.log_tail).strip() if self.log_tail else ""

@@ -7,28 +7,32 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from gitops import labels as L
 from gitops import routing
+from gitops import webhook
 from gitops.builder import Builder
 from gitops.config import Settings
 from gitops.deployer import Deployer
 from gitops.errors import Cancelled, KalpanaError, SourceError, SpecError, UnknownDeployment
-from gitops.events import EventKind, Events
-from gitops.history import Build, BuildStatus, History, Trigger, now_iso
+from gitops.events import (Events, LogLine, PhaseEntered, Planned, Recovered, StepFailed, StepStarted,
+                           StepSucceeded, Warned)
+from gitops.build import Build, BuildStatus, Trigger, now_iso
+from gitops.history import History
 from gitops.loader import LoadResult, load_configured
 from gitops.lock import ApplyLock
 from gitops.masking import Masker, mask_url
 from gitops.plan import Action, Plan, Step, make_plan
-from gitops.runtime.docker_runtime import DockerRuntime
+from gitops.runtime.protocol import Runtime
 from gitops.runtime.objects import Container, Observed
 from gitops.source import NO_SOURCE, GitCheckout, Revision, resolve
 from gitops.spec import Desired
+from gitops.status import DeploymentStatus, report
 
 
-class StepFailed(KalpanaError):
+class RecordedFailure(KalpanaError):
     """A build or deploy failed and was recorded as ``build``; what runs was kept."""
 
     def __init__(self, message: str, build: Build):
@@ -70,14 +74,16 @@ class ApplyResult:
 class Engine:
     """Makes the Docker host match the deployment files of one Kalpana instance."""
 
-    def __init__(self, settings: Settings, runtime: DockerRuntime, history: History, events: Events | None = None):
+    def __init__(self, settings: Settings, runtime: Runtime, history: History, events: Events | None = None, *,
+                 deployer: Deployer | None = None):
         self.settings = settings
         self.runtime = runtime
         self.history = history
         self.events = events or Events()
         self.instance = settings.instance
         self.builder = Builder(runtime, self.instance)
-        self.deployer = Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout, log_tail=settings.log_tail)
+        self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
+                                             log_tail=settings.log_tail)
 
     # -- reading ---------------------------------------------------------
 
@@ -103,6 +109,44 @@ class Engine:
         """Compute the plan (one listing of Docker, no changes)."""
         plan, load, _ = self._prepare(names, prune)
         return plan, load
+
+    def status(self) -> list[DeploymentStatus]:
+        """Every declared deployment (and any container no file declares any more): state, URL, build."""
+        return report(self.load(), self.runtime, self.history, self.instance)
+
+    def builds(self, name: str, limit: int | None = 20) -> list[Build]:
+        """Build history of ``name``, newest first (``limit`` None: all)."""
+        self._require(name, history=True)
+        return self.history.list(name, limit=limit)
+
+    def build_logs(self, name: str, build_id: str | None = None) -> tuple[Build, str]:
+        """The stored log of ``name``'s build ``build_id`` (default: its latest build)."""
+        self._require(name, history=True)
+        if build_id:
+            build = self._build_of(name, build_id)
+        else:
+            build = self.history.latest(name)
+            if build is None:
+                raise KalpanaError(f"{name} has no builds yet: `kalpana apply` or `kalpana deploy {name}` makes one")
+        return build, self.history.logs(build.id)
+
+    def app_logs(self, name: str, tail: int | str = 200) -> str:
+        """The last ``tail`` lines the running app wrote."""
+        return self.runtime.logs(self._container_of(name).id, tail=tail)
+
+    def follow_app_logs(self, name: str, tail: int | str = 200) -> Iterator[str]:
+        """The app's output as it comes, after its last ``tail`` lines."""
+        return self.runtime.follow_logs(self._container_of(name).id, tail=tail)
+
+    def webhooks(self) -> list[webhook.Endpoint]:
+        """Each deployment's webhook URL (for GitHub), after the instance-wide one."""
+        load = self.load()
+        settings = self.settings
+        base = settings.public_url or f"http://{settings.listen}"
+        return webhook.endpoints(
+            base, settings.webhook_secret, settings.repo.url if settings.repo else None,
+            [(name, d.spec.webhook_secret, d.spec.auto_rebuild, d.spec.source.repo if d.spec.source else None)
+             for name, d in load.desired.items()])
 
     def _prepare(self, names: list[str] | None, prune: bool, observed: Observed | None = None,
                  fetch: bool = False, automatic: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
@@ -148,10 +192,10 @@ class Engine:
                 checkout = GitCheckout.for_source(source, self.settings.checkouts_path, d.name)
                 before, after = checkout.sync()
             except SourceError as exc:
-                self.events.emit(EventKind.WARNING, d.name, f"{exc}; using the last good checkout")
+                self.events.emit(Warned(d.name, f"{exc}; using the last good checkout"))
                 continue
             if before != after:
-                self.events.emit(EventKind.PHASE, d.name, f"fetched {mask_url(source.repo)}: {before[:7]} -> {after[:7]}")
+                self.events.emit(PhaseEntered(d.name, f"fetched {mask_url(source.repo)}: {before[:7]} -> {after[:7]}"))
 
     def fetch_config(self) -> tuple[str, str] | None:
         """Fetch + hard-reset the config repository; (old, new) head, or None without one."""
@@ -161,10 +205,10 @@ class Engine:
         try:
             before, after = checkout.sync()
         except SourceError as exc:
-            self.events.emit(EventKind.WARNING, None, f"{exc}; using the last good checkout of the config repository")
+            self.events.emit(Warned(None, f"{exc}; using the last good checkout of the config repository"))
             return None
         if before != after:
-            self.events.emit(EventKind.PHASE, None, f"config repository {before[:7]} -> {after[:7]}")
+            self.events.emit(PhaseEntered(None, f"config repository {before[:7]} -> {after[:7]}"))
         return before, after
 
     # -- changing --------------------------------------------------------
@@ -191,15 +235,15 @@ class Engine:
             plan, load, revisions = self._prepare(names, prune, observed, fetch=fetch,
                                                   automatic=trigger is not Trigger.MANUAL)
             if plan.prune_note and prune:
-                self.events.emit(EventKind.WARNING, None, plan.prune_note)
+                self.events.emit(Warned(None, plan.prune_note))
             result = ApplyResult(plan, load)
             if plan.changes or force:
                 # Load the docker SDK before any record says BUILDING: an interrupt landing in the
                 # middle of that import would leave half-imported modules instead of a clean cancel.
                 self.runtime.load_sdk()
             changes = [f"{s.name} {s.action.value} ({s.reason})" for s in plan.changes]
-            self.events.emit(EventKind.PLAN, None, "; ".join(changes) if changes else "nothing to change",
-                             changes=len(changes))
+            self.events.emit(Planned(None, "; ".join(changes) if changes else "nothing to change",
+                                     changes=len(changes)))
             for step in plan.steps:
                 if force and step.desired and step.action in (Action.NOOP, Action.START, Action.REDEPLOY) \
                         and step.desired.spec.enabled:
@@ -208,14 +252,14 @@ class Engine:
                 if not step.changes:
                     continue
                 if heal and step.action is not Action.START:
-                    self.events.emit(EventKind.WARNING, step.name, f"not healed: it needs {step.action.value} "
-                                     f"({step.reason}), which waits for a file change, push or `kalpana apply`")
+                    self.events.emit(Warned(step.name, f"not healed: it needs {step.action.value} ({step.reason}), "
+                                            "which waits for a file change, push or `kalpana apply`"))
                     continue
                 result.outcomes.append(self._execute(step, revisions.get(step.name, NO_SOURCE), trigger, force))
             return result
 
     def _execute(self, step: Step, revision: Revision, trigger: Trigger, force: bool) -> Outcome:
-        self.events.emit(EventKind.STEP_START, step.name, step.reason, action=step.action.value)
+        self.events.emit(StepStarted(step.name, step.reason, action=step.action.value))
         try:
             if step.action in (Action.CREATE, Action.REBUILD):
                 build = self._build_and_deploy(step, revision, trigger, action="deploy" if force else step.action.value)
@@ -246,13 +290,12 @@ class Engine:
                 raise
             # A failed start quotes the container's log lines: they may print secrets.
             message = self._masker(step.desired).mask(str(exc)) if step.desired else str(exc)
-            self.events.emit(EventKind.STEP_FAILED, step.name, message)
-            return Outcome(step, False, exc.build if isinstance(exc, StepFailed) else None, message)
+            self.events.emit(StepFailed(step.name, message))
+            return Outcome(step, False, exc.build if isinstance(exc, RecordedFailure) else None, message)
         raise AssertionError(f"unhandled action {step.action}")
 
     def _done(self, step: Step, build: Build | None) -> Outcome:
-        self.events.emit(EventKind.STEP_DONE, step.name, step.action.value,
-                         build=build.to_dict() if build else None)
+        self.events.emit(StepSucceeded(step.name, step.action.value, build=build.to_dict() if build else None))
         return Outcome(step, True, build)
 
     def _build_and_deploy(self, step: Step, revision: Revision, trigger: Trigger, action: str) -> Build:
@@ -266,7 +309,7 @@ class Engine:
             def on_line(line: str) -> None:
                 line = masker.mask(line)
                 self.history.append_log(record.id, line + "\n")
-                self.events.emit(EventKind.LOG, d.name, line, build_id=record.id)
+                self.events.emit(LogLine(d.name, line, build_id=record.id))
 
             tag = self.builder.build(d, revision, record.id, on_line)
             durations["build"] = round(time.monotonic() - began, 3)
@@ -306,7 +349,7 @@ class Engine:
             message = masker.mask(text)
             self.history.append_log(record.id, f"ERROR: {message}\n")
             failed = self._finish(record, BuildStatus.FAILED, message, durations)
-            raise StepFailed(f"{message}{kept}", failed) from None
+            raise RecordedFailure(f"{message}{kept}", failed) from None
 
     def _rollout(self, record: Build, step: Step, tag: str, revision: str, durations: dict[str, float],
                  image_build: str | None = None) -> Build:
@@ -328,7 +371,7 @@ class Engine:
 
     def _phase(self, record: Build, name: str, text: str) -> None:
         self.history.append_log(record.id, f"==> {text}\n")
-        self.events.emit(EventKind.PHASE, name, text, build_id=record.id)
+        self.events.emit(PhaseEntered(name, text, build_id=record.id))
 
     def _masker(self, d: Desired) -> Masker:
         return Masker(list(d.env.values()) + ([d.spec.webhook_secret] if d.spec.webhook_secret else []))
@@ -341,7 +384,7 @@ class Engine:
         try:
             self._remove_old_images(name, keep)
         except KalpanaError as exc:
-            self.events.emit(EventKind.WARNING, name, f"could not remove old images: {exc}")
+            self.events.emit(Warned(name, f"could not remove old images: {exc}"))
 
     def _remove_old_images(self, name: str, keep: int) -> None:
         observed = self.runtime.observe(self.instance)
@@ -353,8 +396,7 @@ class Engine:
     def _recover(self) -> Observed:
         """Repair what an interrupted run left (BUILDING records, half-swapped containers); returns the observation."""
         for build in self.history.mark_interrupted():
-            self.events.emit(EventKind.RECOVERED, build.deployment,
-                             f"build {build.id} was interrupted (process gone); marked FAILED")
+            self.events.emit(Recovered(build.deployment, f"build {build.id} was interrupted (process gone); marked FAILED"))
         observed = self.runtime.observe(self.instance)
         everything = list(observed.containers.values()) + observed.extra
         retiring = [c for c in everything if c.retiring]
@@ -366,8 +408,7 @@ class Engine:
             self.runtime.rename(old.id, L.container_name(self.instance, old.deployment))
             if not old.running:
                 self.runtime.start(old.id)
-            self.events.emit(EventKind.RECOVERED, old.deployment,
-                             f"restored {old.name} after an interrupted deploy")
+            self.events.emit(Recovered(old.deployment, f"restored {old.name} after an interrupted deploy"))
         repaired = bool(retiring)
         return self.runtime.observe(self.instance) if repaired else observed
 
@@ -381,7 +422,7 @@ class Engine:
 
     def stop(self, name: str) -> Container | None:
         """The guide's stop: stop the container and keep it stopped across applies until ``start``."""
-        self._known(name)
+        self._require(name)
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
             self.history.set_stopped(name, True)
             container = self.runtime.observe(self.instance).containers.get(name)
@@ -410,23 +451,21 @@ class Engine:
                                        self.settings.checkouts_path, name, state=self.settings.state_path).revision
             self.history.set_stopped(name, False)  # a rollback means "run this", like deploy
             step = Step(name, Action.REDEPLOY, f"rollback to build {target.id}", d, current, None, desired_revision)
-            self.events.emit(EventKind.STEP_START, name, step.reason, action="rollback")
+            self.events.emit(StepStarted(name, step.reason, action="rollback"))
             try:
                 build = self._deploy_image(step, target.image, target.id, desired_revision, Trigger.MANUAL,
                                            action="rollback", record_revision=revision,
                                            revision_info=Revision(revision, None, target.commit_hash,
                                                                   target.commit_message, target.branch))
             except KalpanaError as exc:
-                self.events.emit(EventKind.STEP_FAILED, name, str(exc))
+                self.events.emit(StepFailed(name, str(exc)))
                 raise
-            self.events.emit(EventKind.STEP_DONE, name, "rollback", build=build.to_dict())
+            self.events.emit(StepSucceeded(name, "rollback", build=build.to_dict()))
             return build
 
     def _rollback_target(self, name: str, to: str | None, current: Container | None) -> Build:
         if to:
-            build = self.history.get(to)
-            if build is None or build.deployment != name:
-                raise KalpanaError(f"no build {to!r} of {name}: see `kalpana builds {name}`")
+            build = self._build_of(name, to)
             if build.status is not BuildStatus.SUCCESS or not build.image:
                 raise KalpanaError(f"build {build.id} did not succeed ({build.status.value}): pick a SUCCESS build")
             if not self.runtime.image_exists(build.image):
@@ -439,8 +478,28 @@ class Engine:
                 return build
         raise KalpanaError(f"{name} has no earlier successful build whose image still exists: nothing to roll back to")
 
-    def _known(self, name: str) -> None:
-        _require_known({name}, self.load(), also=set(self.runtime.observe(self.instance).containers))
+    def _require(self, name: str, *, history: bool = False) -> None:
+        """UnknownDeployment unless a file declares ``name``, a container of it exists or (``history``) it has builds.
+
+        Cheapest evidence first: a declared name needs no Docker call.
+        """
+        load = self.load()
+        if name in load.desired or (history and self.history.latest(name) is not None):
+            return
+        _require_known({name}, load, also=set(self.runtime.observe(self.instance).containers))
+
+    def _build_of(self, name: str, build_id: str) -> Build:
+        build = self.history.get(build_id)
+        if build is None or build.deployment != name:
+            raise KalpanaError(f"no build {build_id!r} of {name}: see `kalpana builds {name}`")
+        return build
+
+    def _container_of(self, name: str) -> Container:
+        self._require(name, history=True)
+        container = self.runtime.observe(self.instance).containers.get(name)
+        if container is None:
+            raise KalpanaError(f"{name} has no container: `kalpana apply` deploys it")
+        return container
 
 
 def _require_known(names: set[str], load: LoadResult, also: set[str] = frozenset()) -> None:

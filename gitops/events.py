@@ -1,42 +1,151 @@
-"""The hooks the core calls instead of printing.
+"""What the core tells instead of printing: one small dataclass per kind of event.
 
-The engine emits; the CLI renders (rich or JSON), and later the server streams.
+The engine and the daemon emit; the CLI renders (rich, plain lines or JSON),
+the daemon relays its workers' events, and an SSE stream will send them to
+browsers. That makes these classes a public contract: each has a fixed
+``kind`` (its name on the wire) and typed fields, and ``to_dict`` /
+``event_from_dict`` are the one JSON form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Callable
-
-
-class EventKind(str, Enum):
-    """What happened."""
-
-    LOCK_WAIT = "lock_wait"  #: another apply holds the lock; waiting
-    RECOVERED = "recovered"  #: a leftover from an interrupted run was repaired
-    PLAN = "plan"  #: the plan of a run (its changes, or that there are none)
-    STEP_START = "step_start"  #: one plan step begins
-    PHASE = "phase"  #: a step enters a phase (source, build, deploy, health, ...)
-    LOG = "log"  #: one line of build output (already masked)
-    STEP_DONE = "step_done"  #: a step finished successfully
-    STEP_FAILED = "step_failed"  #: a step failed; what runs was kept
-    WARNING = "warning"  #: something the operator should know (e.g. pruning skipped)
-    TRIGGER = "trigger"  #: the daemon saw a reason to work (file save, push, poll, drift)
-    JOB_START = "job_start"  #: the daemon started a run
-    JOB_DONE = "job_done"  #: a run ended (``ok`` in data)
-    INFO = "info"  #: daemon life: listening, stopping, Docker back
-    ERROR = "error"  #: the daemon hit a problem it keeps running through
+from typing import Any, Callable, ClassVar
 
 
 @dataclass(frozen=True)
 class Event:
-    """One thing that happened, for one deployment (or the whole run when ``deployment`` is None)."""
+    """Something that happened, for one deployment (or the whole run when ``deployment`` is None)."""
 
-    kind: EventKind
+    kind: ClassVar[str] = "event"
+
     deployment: str | None = None
     message: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{"event": kind, "deployment": ..., "message": ..., <fields>}``."""
+        return {"event": self.kind, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+
+@dataclass(frozen=True)
+class LockWait(Event):
+    """Another Kalpana process holds the apply lock; this one waits."""
+
+    kind: ClassVar[str] = "lock_wait"
+
+
+@dataclass(frozen=True)
+class Recovered(Event):
+    """A leftover of an interrupted run (a BUILDING record, a half-swapped container) was repaired."""
+
+    kind: ClassVar[str] = "recovered"
+
+
+@dataclass(frozen=True)
+class Planned(Event):
+    """The plan of a run: its changes (``message`` lists them), or that there are none."""
+
+    kind: ClassVar[str] = "plan"
+    changes: int = 0
+
+
+@dataclass(frozen=True)
+class StepStarted(Event):
+    """One step of a plan begins; ``message`` is its reason."""
+
+    kind: ClassVar[str] = "step_start"
+    action: str = ""  # create, rebuild, redeploy, start, stop, remove, rollback
+
+
+@dataclass(frozen=True)
+class PhaseEntered(Event):
+    """A step enters a phase (fetch, build, deploy, health); ``message`` says which."""
+
+    kind: ClassVar[str] = "phase"
+    build_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LogLine(Event):
+    """One line of build output (already masked); ``message`` is the line."""
+
+    kind: ClassVar[str] = "log"
+    build_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StepSucceeded(Event):
+    """A step finished; ``build`` is its record (as JSON) when it made one."""
+
+    kind: ClassVar[str] = "step_done"
+    build: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StepFailed(Event):
+    """A step failed (``message`` says why); what was running still runs."""
+
+    kind: ClassVar[str] = "step_failed"
+
+
+@dataclass(frozen=True)
+class Warned(Event):
+    """Something the operator should know, e.g. that pruning was skipped."""
+
+    kind: ClassVar[str] = "warning"
+
+
+@dataclass(frozen=True)
+class Triggered(Event):
+    """The daemon saw a reason to work: a file save, a push, a poll, drift."""
+
+    kind: ClassVar[str] = "trigger"
+
+
+@dataclass(frozen=True)
+class JobStarted(Event):
+    """The daemon started a run; ``message`` describes it."""
+
+    kind: ClassVar[str] = "job_start"
+    reasons: list[str] = field(default_factory=list)
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class JobFinished(Event):
+    """A daemon run ended: done, failed or cancelled."""
+
+    kind: ClassVar[str] = "job_done"
+    ok: bool = False
+    cancelled: str | None = None  # why it was cancelled, if it was
+    changed: int = 0  # how many steps it executed
+
+
+@dataclass(frozen=True)
+class Info(Event):
+    """Daemon life: listening, stopping, Docker answering again."""
+
+    kind: ClassVar[str] = "info"
+
+
+@dataclass(frozen=True)
+class DaemonError(Event):
+    """A problem the daemon reports and keeps running through."""
+
+    kind: ClassVar[str] = "error"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (
+    LockWait, Recovered, Planned, StepStarted, PhaseEntered, LogLine, StepSucceeded, StepFailed, Warned,
+    Triggered, JobStarted, JobFinished, Info, DaemonError)}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The inverse of ``Event.to_dict``. An unknown kind becomes ``Info``; unknown fields are dropped."""
+    cls = EVENT_TYPES.get(str(data.get("event", "")), Info)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 Listener = Callable[[Event], None]
@@ -52,8 +161,7 @@ class Events:
         """Call ``listener`` for every event from now on."""
         self._listeners.append(listener)
 
-    def emit(self, kind: EventKind, deployment: str | None = None, message: str = "", **data: Any) -> None:
+    def emit(self, event: Event) -> None:
         """Deliver one event to every subscriber."""
-        event = Event(kind, deployment, message, data)
         for listener in self._listeners:
             listener(event)

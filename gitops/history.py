@@ -15,16 +15,13 @@ tell: past builds, deployments the operator stopped, host ports handed out.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import secrets
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +30,7 @@ from tinydb import Query, TinyDB
 from tinydb.table import Document
 from tinydb.storages import Storage
 
+from gitops.build import FIELDS, Build, BuildStatus, Trigger, iso, now_iso, parse_iso
 from gitops.errors import KalpanaError, LockTimeout
 
 _BUILDS = "builds"
@@ -60,109 +58,6 @@ class BuildNotFound(KalpanaError):
     """No build (or more than one, for a prefix) matches the id given."""
 
 
-class BuildStatus(str, Enum):
-    """Where a build stands; PENDING → BUILDING → SUCCESS | FAILED | CANCELLED."""
-
-    PENDING = "PENDING"
-    """Recorded, waiting for its turn in the work queue."""
-    BUILDING = "BUILDING"
-    """A process is fetching the source, building or deploying it."""
-    SUCCESS = "SUCCESS"
-    """The new container is up and healthy; the old one was retired."""
-    FAILED = "FAILED"
-    """Something went wrong; what was running before is still running."""
-    CANCELLED = "CANCELLED"
-    """The operator stopped it (Ctrl-C, or a newer build superseded it)."""
-
-    @property
-    def finished(self) -> bool:
-        """True once nothing more will happen to the build."""
-        return self in (BuildStatus.SUCCESS, BuildStatus.FAILED, BuildStatus.CANCELLED)
-
-
-class Trigger(str, Enum):
-    """What started a build."""
-
-    MANUAL = "manual"
-    """An operator ran a command (``kalpana apply``, the API)."""
-    WEBHOOK = "webhook"
-    """A git host announced a push."""
-    AUTO = "auto"
-    """``kalpana watch`` saw a file change, a new commit or drift."""
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO-8601 with milliseconds and a ``Z``."""
-    return _iso(datetime.now(timezone.utc))
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-@dataclass
-class Build:
-    """One build record: what was built, why, from which commit, and how it ended."""
-
-    id: str
-    deployment: str
-    status: BuildStatus
-    triggered_by: Trigger
-    action: str
-    reason: str | None = None
-    commit_hash: str | None = None
-    commit_message: str | None = None
-    branch: str | None = None
-    revision: str | None = None
-    error_message: str | None = None
-    image: str | None = None
-    created_at: str = field(default_factory=now_iso)
-    started_at: str | None = None
-    completed_at: str | None = None
-    durations: dict[str, float] = field(default_factory=dict)
-    pid: int | None = None
-    host: str | None = None
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to completion, or None while either is missing."""
-        if not self.started_at or not self.completed_at:
-            return None
-        return (_parse_iso(self.completed_at) - _parse_iso(self.started_at)).total_seconds()
-
-    def to_dict(self, logs: str | None = None) -> dict[str, Any]:
-        """JSON-ready dict with snake_case keys; ``logs`` is included only when given."""
-        data: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_NAMES}
-        data["status"] = self.status.value
-        data["triggered_by"] = self.triggered_by.value
-        data["durations"] = dict(self.durations)
-        if logs is not None:
-            data["logs"] = logs
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Build:
-        """The inverse of :meth:`to_dict`; unknown keys (e.g. ``logs``) are ignored."""
-        if _FIELDS.issuperset(data):
-            values = dict(data)  # the usual case, and the fast one
-        else:
-            values = {k: v for k, v in data.items() if k in _FIELDS}
-        values["status"] = _STATUSES.get(values["status"]) or BuildStatus(values["status"])
-        values["triggered_by"] = _TRIGGERS.get(values["triggered_by"]) or Trigger(values["triggered_by"])
-        values["durations"] = dict(values.get("durations") or {})
-        return cls(**values)
-
-
-# Computed once: dataclasses.fields() per record is most of the cost of listing 1,000 builds.
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Build))
-_FIELDS = frozenset(_FIELD_NAMES)
-# Plain dict look-ups: calling the Enum class costs more than the rest of a record.
-_STATUSES = {s.value: s for s in BuildStatus}
-_TRIGGERS = {t.value: t for t in Trigger}
 # new_build() sets these itself; pid/host can be changed later with update()
 # when another process (a worker) takes the build over.
 _NEW_BUILD_RESERVED = {"id", "deployment", "status", "triggered_by", "action", "reason",
@@ -334,7 +229,7 @@ class History:
 
         ``fields`` may set any other :class:`Build` field (commit_hash, branch, ...).
         """
-        bad = set(fields) - (_FIELDS - _NEW_BUILD_RESERVED)
+        bad = set(fields) - (FIELDS - _NEW_BUILD_RESERVED)
         if bad:
             raise TypeError(f"new_build() cannot set {sorted(bad)}")
         moment = datetime.now(timezone.utc)
@@ -349,7 +244,7 @@ class History:
                 triggered_by=Trigger(triggered_by),
                 action=action,
                 reason=reason,
-                created_at=_iso(moment),
+                created_at=iso(moment),
                 pid=os.getpid(),
                 host=socket.gethostname(),
                 **fields,
@@ -363,7 +258,7 @@ class History:
         ``durations`` is merged into the recorded ones, so each phase can add
         its own figure.
         """
-        bad = set(fields) - (_FIELDS - {"id"})
+        bad = set(fields) - (FIELDS - {"id"})
         if bad:
             raise TypeError(f"update() cannot set {sorted(bad)}")
         with self._db() as db:
@@ -395,7 +290,7 @@ class History:
         status = BuildStatus(status)
         if not status.finished:
             raise ValueError(f"finish() needs SUCCESS, FAILED or CANCELLED, not {status.value}")
-        bad = set(fields) - (_FIELDS - {"id"})
+        bad = set(fields) - (FIELDS - {"id"})
         if bad:
             raise TypeError(f"finish() cannot set {sorted(bad)}")
         completed_at = fields.pop("completed_at", None) or now_iso()
@@ -412,7 +307,7 @@ class History:
             begin = build.started_at or build.created_at
             build.durations.setdefault(
                 "total",
-                round((_parse_iso(completed_at) - _parse_iso(begin)).total_seconds(), 3),
+                round((parse_iso(completed_at) - parse_iso(begin)).total_seconds(), 3),
             )
             db.table(_BUILDS, cache_size=0).update(build.to_dict(), doc_ids=[doc_id])
         return build

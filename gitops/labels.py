@@ -6,6 +6,8 @@ observer, the planner and the tests agree on one spelling.
 
 from __future__ import annotations
 
+import json
+
 PREFIX = "dev.kalpana"
 
 MANAGED_BY = f"{PREFIX}.managed-by"
@@ -20,6 +22,8 @@ BUILD_ID = f"{PREFIX}.build-id"
 HOST_PORT = f"{PREFIX}.host-port"
 
 IMAGE_REPOSITORY = "kalpana"
+# Deployment names may not contain "--" (spec.py), so no deployment's own container ends like this.
+RETIRING_SUFFIX = "--retiring"
 
 
 def instance_filter(instance: str) -> list[str]:
@@ -42,7 +46,12 @@ def container_name(instance: str, deployment: str) -> str:
 
 def retired_name(instance: str, deployment: str) -> str:
     """Name the old container carries while its successor starts (so a crash mid-swap is recognisable)."""
-    return f"{container_name(instance, deployment)}--retiring"
+    return f"{container_name(instance, deployment)}{RETIRING_SUFFIX}"
+
+
+def is_retired_name(name: str) -> bool:
+    """True for the name of an old container left half-way through a swap."""
+    return name.endswith(RETIRING_SUFFIX)
 
 
 def image_repository(instance: str, deployment: str) -> str:
@@ -54,3 +63,8 @@ def image_repository(instance: str, deployment: str) -> str:
 def image_tag(instance: str, deployment: str, build_id: str) -> str:
     """The immutable tag of one build: ``kalpana/<name>:<build-id>``."""
     return f"{image_repository(instance, deployment)}:{build_id}"
+
+
+def dumps_labels(hashes: dict[str, str]) -> str:
+    """Field hashes as a compact, stable label value."""
+    return json.dumps(hashes, sort_keys=True, separators=(",", ":"))

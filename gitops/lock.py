@@ -8,7 +8,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from gitops.errors import LockTimeout
-from gitops.events import EventKind, Events
+from gitops.events import Events, LockWait
 
 
 class ApplyLock:
@@ -26,8 +26,7 @@ class ApplyLock:
             self._lock.acquire(timeout=0.1)
         except Timeout:
             owner = self._owner.read_text().strip() if self._owner.exists() else "another process"
-            self._events.emit(EventKind.LOCK_WAIT, None,
-                              f"waiting for {owner} to finish (up to {self._timeout:g} s)")
+            self._events.emit(LockWait(None, f"waiting for {owner} to finish (up to {self._timeout:g} s)"))
             try:
                 self._lock.acquire(timeout=self._timeout)
             except Timeout:

@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 from enum import Enum
 
 from gitops import routing
-from gitops.history import Build, BuildStatus, History
+from gitops.build import Build, BuildStatus
+from gitops.history import History
 from gitops.loader import LoadResult
-from gitops.runtime.docker_runtime import DockerRuntime
+from gitops.runtime.protocol import Runtime
 
 
 class State(str, Enum):
@@ -43,7 +44,7 @@ class DeploymentStatus:
         return data
 
 
-def report(load: LoadResult, runtime: DockerRuntime, history: History, instance: str) -> list[DeploymentStatus]:
+def report(load: LoadResult, runtime: Runtime, history: History, instance: str) -> list[DeploymentStatus]:
     """Status of every declared deployment plus any container no file declares any more."""
     observed = runtime.observe(instance)
     stopped = history.stopped()

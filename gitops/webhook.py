@@ -1,7 +1,9 @@
-"""GitHub push webhooks: signatures, payloads, and which work a push asks for.
+"""GitHub push webhooks: signatures, payloads, which work a push asks for, and the endpoints' URLs.
 
 Pure functions (no HTTP framework, no I/O) so that every rule is unit-tested:
-the server only reads the request and hands the bytes here.
+the server only reads the request and hands the bytes here. The endpoint
+paths are declared here once: the server routes them, ``kalpana webhooks``
+prints them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+from gitops.masking import mask_url
 from gitops.source import repo_key
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -19,6 +22,9 @@ EVENT_HEADER = "X-GitHub-Event"
 DELIVERY_HEADER = "X-GitHub-Delivery"
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 ZERO_SHA = "0" * 40
+
+INSTANCE_PATH = "/webhook"  #: the instance-wide endpoint (the config repository, or any deployment's repo)
+DEPLOYMENT_PATH = "/api/deployments/{name}/webhook"  #: the guide's per-deployment endpoint
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -121,8 +127,8 @@ class Target:
 
 
 @dataclass
-class Routing:
-    """What one push queues and what it leaves, each with a reason."""
+class PushWork:
+    """What one push rebuilds and what it leaves alone, each with a reason."""
 
     config: bool = False
     deployments: list[str] = field(default_factory=list)
@@ -134,18 +140,45 @@ class Routing:
         return self.config or bool(self.deployments)
 
 
-def route(push: Push, targets: list[Target]) -> Routing:
-    """Which targets a push rebuilds."""
-    routing = Routing()
+def work_for(push: Push, targets: list[Target]) -> PushWork:
+    """Which of ``targets`` a push rebuilds."""
+    work = PushWork()
     for target in targets:
         why_not = target.matches(push)
         label = target.name or "config repository"
         if why_not is None:
             if target.name is None:
-                routing.config = True
+                work.config = True
             else:
-                routing.deployments.append(target.name)
-                routing.via_config = routing.via_config or target.config
+                work.deployments.append(target.name)
+                work.via_config = work.via_config or target.config
         elif why_not != "another repository":
-            routing.ignored[label] = why_not
-    return routing
+            work.ignored[label] = why_not
+    return work
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One webhook URL to paste into GitHub, and what stands behind it."""
+
+    name: str | None  # the deployment, or None for the instance-wide endpoint
+    url: str
+    secret_set: bool
+    auto_rebuild: bool
+    repo: str | None  # the repository it follows (credentials masked)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "url": self.url, "secret_set": self.secret_set,
+                "auto_rebuild": self.auto_rebuild, "repo": self.repo}
+
+
+def endpoints(base_url: str, instance_secret: str | None, config_repo: str | None,
+              deployments: list[tuple[str, str | None, bool, str | None]]) -> list[Endpoint]:
+    """The instance-wide endpoint, then one per deployment ``(name, secret, auto_rebuild, repo)``, by name."""
+    base = base_url.rstrip("/")
+    rows = [Endpoint(None, base + INSTANCE_PATH, bool(instance_secret), True,
+                     mask_url(config_repo) if config_repo else None)]
+    for name, secret, auto_rebuild, repo in sorted(deployments, key=lambda d: d[0]):
+        rows.append(Endpoint(name, base + DEPLOYMENT_PATH.format(name=name), bool(secret), auto_rebuild,
+                             mask_url(repo) if repo else None))
+    return rows

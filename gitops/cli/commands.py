@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from typing import Callable
 
 import click
 
 from gitops.cli.main import Context, cli
-from gitops.cli.render import EventLines, Progress, escape, out_console, plan_table, print_json
-from gitops.history import Trigger
+from gitops.cli.render import Progress, escape, out_console, plan_table, print_json
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
 pass_ctx = click.make_pass_decorator(Context)
@@ -77,10 +76,13 @@ def _show_plan(result, load, as_json: bool) -> None:
     console.print(f"{len(result.changes)} change(s) pending")
 
 
-trigger_option = click.option("--trigger", type=click.Choice([t.value for t in Trigger]), default="manual",
-                              hidden=True, help="Recorded as the builds' trigger (set by `kalpana watch`).")
-events_option = click.option("--events-json", is_flag=True, hidden=True,
-                             help="Stream every event as a JSON line on stdout (used by `kalpana watch`).")
+def run_with_progress(obj: Context, as_json: bool, work: Callable) -> object:
+    """Run ``work(engine)`` while its events render live (on stderr with --json); returns what it returns."""
+    progress = Progress(to_stderr=as_json)
+    try:
+        return work(obj.engine(progress))
+    finally:
+        progress.close()
 
 
 @cli.command()
@@ -88,33 +90,23 @@ events_option = click.option("--events-json", is_flag=True, hidden=True,
 @click.option("--no-prune", is_flag=True, help="Keep containers no file declares.")
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `kalpana plan`).")
 @click.option("--fetch", is_flag=True, help="First fetch the git sources of these deployments.")
-@click.option("--heal", is_flag=True, hidden=True, help="Only start/recreate from existing images (drift).")
 @json_option
-@trigger_option
-@events_option
 @pass_ctx
-def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, fetch: bool, heal: bool,
-          as_json: bool, trigger: str, events_json: bool) -> None:
+def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, fetch: bool, as_json: bool) -> None:
     """Make Docker match the files: build and deploy what changed, prune what is gone."""
     if dry_run:
         engine = obj.engine()
         result, load = engine.plan(list(names) or None, prune=not no_prune)
         _show_plan(result, load, as_json)
         sys.exit(0 if load.ok else 1)
-    progress = EventLines() if events_json else Progress(to_stderr=as_json)
-    try:
-        result = obj.engine(progress).apply(list(names) or None, prune=not no_prune, fetch=fetch, heal=heal,
-                                            trigger=Trigger(trigger))
-    finally:
-        progress.close()
-    summarize(result, as_json, events_json)
+    result = run_with_progress(obj, as_json, lambda engine: engine.apply(list(names) or None, prune=not no_prune,
+                                                                         fetch=fetch))
+    summarize(result, as_json)
 
 
-def summarize(result, as_json: bool, events_json: bool = False) -> None:
+def summarize(result, as_json: bool) -> None:
     """Print what an apply did and exit 1 when anything failed."""
-    if events_json:
-        sys.stdout.write(json.dumps({"event": "result", **result.to_dict()}, default=str) + "\n")
-    elif as_json:
+    if as_json:
         print_json(result.to_dict())
     else:
         if result.load.errors:
@@ -132,14 +124,8 @@ def summarize(result, as_json: bool, events_json: bool = False) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--no-prune", is_flag=True, help="Keep containers no file declares.")
 @json_option
-@trigger_option
-@events_option
 @pass_ctx
-def sync(obj: Context, names: tuple[str, ...], no_prune: bool, as_json: bool, trigger: str, events_json: bool) -> None:
+def sync(obj: Context, names: tuple[str, ...], no_prune: bool, as_json: bool) -> None:
     """Fetch the config repository and git sources (hard reset, never merge), then apply."""
-    progress = EventLines() if events_json else Progress(to_stderr=as_json)
-    try:
-        result = obj.engine(progress).sync(list(names) or None, prune=not no_prune, trigger=Trigger(trigger))
-    finally:
-        progress.close()
-    summarize(result, as_json, events_json)
+    result = run_with_progress(obj, as_json, lambda engine: engine.sync(list(names) or None, prune=not no_prune))
+    summarize(result, as_json)

@@ -10,12 +10,17 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from gitops.events import Event, EventKind
+from gitops.events import (Event, LockWait, LogLine, PhaseEntered, Recovered, StepFailed, StepStarted,
+                           StepSucceeded, Warned)
 from gitops.plan import Action, Plan
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+    from gitops.build import Build
+    from gitops.status import DeploymentStatus
+    from gitops.webhook import Endpoint
 
 
 def escape(text: str) -> str:
@@ -59,8 +64,6 @@ class Progress:
     With ``to_stderr`` (used by --json) progress goes to stderr so stdout stays one JSON document.
     """
 
-    QUIET = {EventKind.PLAN, EventKind.INFO, EventKind.TRIGGER, EventKind.JOB_START, EventKind.JOB_DONE}
-
     def __init__(self, to_stderr: bool = False):
         self._to_stderr = to_stderr
         self._console: Console | None = None
@@ -77,29 +80,26 @@ class Progress:
         return self.console.is_terminal
 
     def __call__(self, event: Event) -> None:
-        if event.kind in self.QUIET:
-            return
+        # The plan and the daemon's own events (triggers, jobs) are not shown while a command runs.
         name = f"[bold]{escape(event.deployment)}[/bold] " if event.deployment else ""
         message = escape(event.message)
-        kind = event.kind
-        if kind is EventKind.LOG:
+        if isinstance(event, LogLine):
             self.console.print(f"  [dim]{escape(event.deployment or '')} |[/dim] {message}")
-            return
-        if kind is EventKind.STEP_START:
-            self.console.print(f"{name}[bold]{event.data.get('action', '')}[/bold]: {message}")
-            self._spin(f"{event.deployment}: {event.data.get('action', '')}")
-        elif kind is EventKind.PHASE:
+        elif isinstance(event, StepStarted):
+            self.console.print(f"{name}[bold]{escape(event.action)}[/bold]: {message}")
+            self._spin(f"{event.deployment}: {event.action}")
+        elif isinstance(event, PhaseEntered):
             self.console.print(f"  {name}-> {message}")
             self._spin(f"{event.deployment}: {event.message}")
-        elif kind is EventKind.STEP_DONE:
+        elif isinstance(event, StepSucceeded):
             self._stop()
             self.console.print(f"[green]OK[/green] {name}{message}")
-        elif kind is EventKind.STEP_FAILED:
+        elif isinstance(event, StepFailed):
             self._stop()
             self.console.print(f"[red]FAILED[/red] {name}{message}")
-        elif kind in (EventKind.WARNING, EventKind.LOCK_WAIT):
+        elif isinstance(event, (Warned, LockWait)):
             self.console.print(f"[yellow]![/yellow] {name}{message}")
-        elif kind is EventKind.RECOVERED:
+        elif isinstance(event, Recovered):
             self.console.print(f"[yellow]recovered[/yellow] {name}{message}")
 
     def _spin(self, text: str) -> None:
@@ -120,17 +120,21 @@ class Progress:
         self._stop()
 
 
-def plan_table(plan: Plan) -> Table:
-    """The plan as a table: deployment, action, reason."""
+def _table(*columns: str) -> Table:
     from rich.table import Table
 
     table = Table(show_edge=False, pad_edge=False, box=None)
-    table.add_column("DEPLOYMENT", style="bold")
-    table.add_column("ACTION")
-    table.add_column("REASON", overflow="fold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def plan_table(plan: Plan) -> Table:
+    """The plan as a table: deployment, action, reason."""
+    table = _table("DEPLOYMENT", "ACTION", "REASON")
     for step in plan.steps:
         style = ACTION_STYLE[step.action]
-        table.add_row(escape(step.name), f"[{style}]{step.action.value}[/{style}]", escape(step.reason))
+        table.add_row(f"[bold]{escape(step.name)}[/bold]", f"[{style}]{step.action.value}[/{style}]", escape(step.reason))
     return table
 
 
@@ -155,17 +159,37 @@ def duration(seconds: float | None) -> str:
     return f"{hours // 24}d{hours % 24}h"
 
 
-class EventLines:
-    """Every event as one JSON line on stdout: how `kalpana watch` follows the runs it starts."""
+def status_table(rows: list[DeploymentStatus]) -> Table:
+    """`kalpana status`: one row per deployment."""
+    table = _table("DEPLOYMENT", "STATE", "URL", "BUILD", "IMAGE", "UPTIME", "NOTE")
+    for r in rows:
+        table.add_row(f"[bold]{escape(r.name)}[/bold]", styled(r.state.value), escape(r.url or "-"),
+                      escape(r.build_id or "-"), escape(r.image or "-"), duration(r.uptime_seconds),
+                      escape(first_line(r.detail, 90)))
+    return table
 
-    def __call__(self, event: Event) -> None:
-        sys.stdout.write(json.dumps(event_dict(event), default=str) + "\n")
-        sys.stdout.flush()
 
-    def close(self) -> None:
-        pass
+def builds_table(builds: list[Build]) -> Table:
+    """`kalpana builds NAME`: one row per build, newest first."""
+    table = _table("BUILD", "STATUS", "ACTION", "TRIGGER", "COMMIT", "STARTED", "DURATION", "ERROR")
+    for b in builds:
+        commit = (b.commit_hash or "")[:7] + (f" {b.commit_message[:40]}" if b.commit_message else "")
+        table.add_row(b.id, styled(b.status.value), b.action, b.triggered_by.value, escape(commit or "-"),
+                      escape(b.started_at or b.created_at), duration(b.duration),
+                      escape(first_line(b.error_message, 80)))
+    return table
 
 
-def event_dict(event: Event) -> dict:
-    """JSON form of an event."""
-    return {"event": event.kind.value, "deployment": event.deployment, "message": event.message, **event.data}
+def webhooks_table(endpoints: list[Endpoint]) -> Table:
+    """`kalpana webhooks`: each endpoint's URL, whether its secret is set, what it follows."""
+    table = _table("DEPLOYMENT", "WEBHOOK URL", "SECRET", "AUTO-REBUILD", "REPOSITORY")
+    for e in endpoints:
+        table.add_row(escape(e.name or "(instance)"), escape(e.url), "set" if e.secret_set else "[red]missing[/red]",
+                      "yes" if e.auto_rebuild else "no", escape(e.repo or "-"))
+    return table
+
+
+def first_line(text: str | None, width: int) -> str:
+    """Tables show the start of long messages; --json and `logs` have them whole."""
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"

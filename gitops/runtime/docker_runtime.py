@@ -7,11 +7,8 @@ container (~2.5 ms each), while ``api.containers()`` is one request.
 from __future__ import annotations
 
 import io
-import json
 import os
-import tarfile
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable, Iterator
 
 from gitops.runtime.socket_api import APIStatus, SocketAPI
@@ -19,6 +16,7 @@ from gitops.runtime.socket_api import APIStatus, SocketAPI
 from gitops import labels as L
 from gitops.errors import BuildFailed, DockerError, DockerUnavailable, ImageMissing, KalpanaError
 from gitops.runtime.objects import Container, Image, Observed
+from gitops.runtime.protocol import ContainerConfig
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
@@ -41,7 +39,7 @@ def _docker_error(exc: Exception) -> str:
 
 
 class DockerRuntime:
-    """One connection to a Docker engine; every Docker call Kalpana makes goes through here."""
+    """One connection to a Docker engine: the ``Runtime`` every real Kalpana command uses."""
 
     def __init__(self, address: str, timeout: int = 120):
         self.address = address
@@ -193,27 +191,26 @@ class DockerRuntime:
 
     # -- containers ------------------------------------------------------
 
-    def create(self, *, name: str, image: str, command: list[str] | None, entrypoint: list[str] | None,
-               working_dir: str | None, env: dict[str, str], labels: dict[str, str], port: int | None,
-               host_port: int | None, memory: int | None, cpus: float | None) -> str:
+    def create(self, config: ContainerConfig) -> str:
         """Create (not start) a container with Kalpana's run settings; returns its id."""
+        port, host_port = config.port, config.host_port
         host_config = self.api.create_host_config(
             port_bindings={port: host_port} if port and host_port else None,
             restart_policy={"Name": "unless-stopped"},
             # An init as PID 1 forwards SIGTERM: a shell or httpd as PID 1 ignores it,
             # and every stop would then wait the whole grace period.
             init=True,
-            mem_limit=memory,
-            nano_cpus=int(cpus * 1e9) if cpus else None,
+            mem_limit=config.memory,
+            nano_cpus=int(config.cpus * 1e9) if config.cpus else None,
         )
         with self._guard():
             try:
                 created = self.api.create_container(
-                    image=image, name=name, command=command, entrypoint=entrypoint, working_dir=working_dir,
-                    environment=env, labels=labels, ports=[port] if port else None, host_config=host_config,
-                    detach=True)
+                    image=config.image, name=config.name, command=config.command, entrypoint=config.entrypoint,
+                    working_dir=config.working_dir, environment=config.env, labels=config.labels,
+                    ports=[port] if port else None, host_config=host_config, detach=True)
             except derrors.APIError as exc:
-                raise KalpanaError(f"cannot create container {name}: {_short(exc)}") from None
+                raise KalpanaError(f"cannot create container {config.name}: {_short(exc)}") from None
         return created["Id"]
 
     def start(self, container_id: str) -> None:
@@ -306,39 +303,3 @@ def _short(exc: Exception) -> str:
     if "Connection refused" in text or "No such file or directory" in text:
         return "connection refused" if "refused" in text else "socket not found"
     return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def tar_context(files: dict[str, bytes], directories: dict[str, Path], exclude: tuple[str, ...] = (".git",),
-                skip: tuple[str, ...] = ()) -> io.BytesIO:
-    """A build context: in-memory ``files`` plus whole ``directories`` (arcname -> path).
-
-    ``exclude`` drops any path with such a component; ``skip`` drops these paths relative to each directory.
-    """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for arcname, data in files.items():
-            info = tarfile.TarInfo(arcname)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-        for arcname, path in directories.items():
-            skipped = {str(Path(arcname) / s) for s in skip}
-
-            def keep(ti: tarfile.TarInfo, skipped=skipped) -> tarfile.TarInfo | None:
-                name = ti.name.removeprefix("./")
-                if _excluded(name, exclude) or any(name == s or name.startswith(s + "/") for s in skipped):
-                    return None
-                return ti
-
-            tar.add(str(path), arcname=arcname, filter=keep)
-    buf.seek(0)
-    return buf
-
-
-def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
-    return any(part in exclude for part in Path(name).parts)
-
-
-def dumps_labels(hashes: dict[str, str]) -> str:
-    """Field hashes as a compact label value."""
-    return json.dumps(hashes, sort_keys=True, separators=(",", ":"))

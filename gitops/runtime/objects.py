@@ -59,7 +59,7 @@ class Container:
 
     @property
     def retiring(self) -> bool:
-        return self.name.endswith("--retiring")
+        return L.is_retired_name(self.name)
 
     @property
     def host_port(self) -> int | None:

@@ -32,7 +32,7 @@ class Receiver(Protocol):
     def first_delivery(self, delivery: str | None) -> bool:
         """Record ``delivery``; False when it was seen before (a redelivery)."""
 
-    def enqueue_push(self, routing: wh.Routing, push: wh.Push, delivery: str | None) -> None:
+    def enqueue_push(self, work: wh.PushWork, push: wh.Push, delivery: str | None) -> None:
         """Queue the work a push asks for."""
 
 
@@ -44,13 +44,13 @@ def create_app(receiver: Receiver) -> FastAPI:
     async def healthz() -> dict:
         return {"ok": True}
 
-    @app.post("/api/deployments/{name}/webhook")
+    @app.post(wh.DEPLOYMENT_PATH)
     async def deployment_webhook(name: str, request: Request) -> JSONResponse:
         if not receiver.known(name):
             return _answer(404, f"no deployment named {name!r} on this instance")
         return await _handle(receiver, request, name)
 
-    @app.post("/webhook")
+    @app.post(wh.INSTANCE_PATH)
     async def instance_webhook(request: Request) -> JSONResponse:
         return await _handle(receiver, request, None)
 
@@ -85,16 +85,16 @@ async def _handle(receiver: Receiver, request: Request, name: str | None) -> JSO
     why = push.ignored_because
     if why:
         return _answer(202, f"ignored: {why}", ignored=True)
-    routing = wh.route(push, receiver.targets(name))
-    if not routing.anything:
-        reasons = "; ".join(f"{k}: {v}" for k, v in routing.ignored.items()) or "no deployment follows this repository"
-        return _answer(202, f"ignored: {reasons}", ignored=True, skipped=routing.ignored)
+    work = wh.work_for(push, receiver.targets(name))
+    if not work.anything:
+        reasons = "; ".join(f"{k}: {v}" for k, v in work.ignored.items()) or "no deployment follows this repository"
+        return _answer(202, f"ignored: {reasons}", ignored=True, skipped=work.ignored)
     if not receiver.first_delivery(delivery):
         return _answer(200, f"delivery {delivery} was already handled", duplicate=True)
-    receiver.enqueue_push(routing, push, delivery)
-    queued = (["config repository"] if routing.config else []) + routing.deployments
+    receiver.enqueue_push(work, push, delivery)
+    queued = (["config repository"] if work.config else []) + work.deployments
     return _answer(202, f"queued {', '.join(queued)} at {push.after[:7]}", queued=queued, commit=push.after,
-                   skipped=routing.ignored)
+                   skipped=work.ignored)
 
 
 async def _read_capped(request: Request) -> bytes | None:

@@ -16,15 +16,8 @@ import filelock
 import pytest
 
 from gitops.errors import KalpanaError, LockTimeout
-from gitops.history import (
-    Build,
-    BuildNotFound,
-    BuildStatus,
-    History,
-    HistoryCorrupt,
-    Trigger,
-    now_iso,
-)
+from gitops.build import Build, BuildStatus, Trigger, now_iso
+from gitops.history import BuildNotFound, History, HistoryCorrupt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -292,7 +285,8 @@ def test_mark_interrupted_fails_builds_of_dead_processes(history: History):
         """
         import sys
         from pathlib import Path
-        from gitops.history import BuildStatus, History, Trigger
+        from gitops.build import BuildStatus, Trigger
+        from gitops.history import History
         h = History(Path(sys.argv[1]))
         print(h.new_build("web", Trigger.AUTO, "rebuild", status=BuildStatus.BUILDING).id)
         """,
@@ -393,7 +387,8 @@ def test_two_processes_recording_at_once_lose_nothing(tmp_path: Path):
             """
             import sys, time
             from pathlib import Path
-            from gitops.history import BuildStatus, History, Trigger
+            from gitops.build import BuildStatus, Trigger
+            from gitops.history import History
             state, go, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
             h = History(state, lock_timeout=120)
             h.list()

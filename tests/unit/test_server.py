@@ -79,8 +79,8 @@ class FakeReceiver:
     def first_delivery(self, delivery):
         return self.deliveries.first(delivery)
 
-    def enqueue_push(self, routing, push, delivery):
-        self.pushes.append((routing, push, delivery))
+    def enqueue_push(self, work, push, delivery):
+        self.pushes.append((work, push, delivery))
 
 
 class Server:
@@ -275,8 +275,8 @@ def test_push_to_the_configured_branch_is_queued(server, path):
     assert answer["commit"] == AFTER
     assert AFTER[:7] in answer["message"]
     assert elapsed < 1.0  # GitHub gives up after 10 s; the real target (100 ms) is the benchmark's
-    [(routing, push, got_delivery)] = server.receiver.pushes
-    assert routing.deployments == ["web"]
+    [(work, push, got_delivery)] = server.receiver.pushes
+    assert work.deployments == ["web"]
     assert push.after == AFTER and push.branch == "main"
     assert got_delivery == delivery
 
@@ -294,8 +294,8 @@ def test_push_to_the_config_repository(receiver):
     try:
         answer = server.post().json()
         assert answer["queued"] == ["config repository", "web"]
-        [(routing, _, _)] = receiver.pushes
-        assert routing.config is True
+        [(work, _, _)] = receiver.pushes
+        assert work.config is True
     finally:
         server.stop()
 

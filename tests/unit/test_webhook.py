@@ -1,4 +1,4 @@
-"""GitHub push webhooks: signatures, payload decoding, push reading and routing (no HTTP here)."""
+"""GitHub push webhooks: signatures, payload decoding, push reading and which work a push asks for (no HTTP here)."""
 
 from __future__ import annotations
 
@@ -315,11 +315,11 @@ def test_local_repository_push_matches_its_local_target(tmp_path):
     payload = push_payload()
     payload["repository"] = {"clone_url": f"file://{remote}", "default_branch": "main"}
     push = wh.Push.from_payload(payload)
-    routing = wh.route(push, [wh.Target("web", str(remote), None)])
-    assert routing.deployments == ["web"]
+    work = wh.work_for(push, [wh.Target("web", str(remote), None)])
+    assert work.deployments == ["web"]
 
 
-# -- routing ----------------------------------------------------------------
+# -- which work a push asks for ----------------------------------------------------------------
 
 
 REPO = "https://github.com/Octo-Org/Hello-World.git"
@@ -327,11 +327,11 @@ REPO = "https://github.com/Octo-Org/Hello-World.git"
 
 def test_route_matches_the_followed_branch():
     push = wh.Push.from_payload(push_payload("refs/heads/release"))
-    routing = wh.route(push, [wh.Target("web", REPO, "release")])
-    assert routing.deployments == ["web"]
-    assert routing.config is False
-    assert routing.ignored == {}
-    assert routing.anything
+    work = wh.work_for(push, [wh.Target("web", REPO, "release")])
+    assert work.deployments == ["web"]
+    assert work.config is False
+    assert work.ignored == {}
+    assert work.anything
 
 
 def test_route_matches_through_any_spelling_of_the_repository():
@@ -339,66 +339,66 @@ def test_route_matches_through_any_spelling_of_the_repository():
     targets = [wh.Target("a", "git@github.com:octo-org/hello-world.git", "main"),
                wh.Target("b", "https://token:x@github.com/Octo-Org/Hello-World", "main"),
                wh.Target("c", "ssh://git@github.com/Octo-Org/Hello-World.git", None)]
-    assert wh.route(push, targets).deployments == ["a", "b", "c"]
+    assert wh.work_for(push, targets).deployments == ["a", "b", "c"]
 
 
 def test_route_follows_the_default_branch_when_target_has_none():
     targets = [wh.Target("web", REPO, None)]
     on_default = wh.Push.from_payload(push_payload("refs/heads/main"))
-    assert wh.route(on_default, targets).deployments == ["web"]
+    assert wh.work_for(on_default, targets).deployments == ["web"]
 
     payload = push_payload("refs/heads/trunk")
     payload["repository"]["default_branch"] = "trunk"
-    assert wh.route(wh.Push.from_payload(payload), targets).deployments == ["web"]
+    assert wh.work_for(wh.Push.from_payload(payload), targets).deployments == ["web"]
 
 
 def test_route_ignores_another_branch_with_a_reason():
     push = wh.Push.from_payload(push_payload("refs/heads/feature"))
-    routing = wh.route(push, [wh.Target("web", REPO, "main"), wh.Target("api", REPO, None)])
-    assert routing.deployments == []
-    assert not routing.anything
-    assert set(routing.ignored) == {"web", "api"}
-    assert "feature" in routing.ignored["web"] and "main" in routing.ignored["web"]
-    assert "feature" in routing.ignored["api"] and "main" in routing.ignored["api"]
+    work = wh.work_for(push, [wh.Target("web", REPO, "main"), wh.Target("api", REPO, None)])
+    assert work.deployments == []
+    assert not work.anything
+    assert set(work.ignored) == {"web", "api"}
+    assert "feature" in work.ignored["web"] and "main" in work.ignored["web"]
+    assert "feature" in work.ignored["api"] and "main" in work.ignored["api"]
 
 
 def test_route_ignores_auto_rebuild_false_with_a_reason():
     push = wh.Push.from_payload(push_payload())
-    routing = wh.route(push, [wh.Target("web", REPO, "main", auto_rebuild=False),
+    work = wh.work_for(push, [wh.Target("web", REPO, "main", auto_rebuild=False),
                               wh.Target("api", REPO, "main")])
-    assert routing.deployments == ["api"]
-    assert "auto_rebuild" in routing.ignored["web"]
+    assert work.deployments == ["api"]
+    assert "auto_rebuild" in work.ignored["web"]
 
 
 def test_route_does_not_mention_other_repositories():
     push = wh.Push.from_payload(push_payload())
-    routing = wh.route(push, [wh.Target("other", "https://github.com/Octo-Org/Other.git", "main"),
+    work = wh.work_for(push, [wh.Target("other", "https://github.com/Octo-Org/Other.git", "main"),
                               wh.Target("web", REPO, "main")])
-    assert routing.deployments == ["web"]
-    assert "other" not in routing.ignored
-    assert routing.ignored == {}
+    assert work.deployments == ["web"]
+    assert "other" not in work.ignored
+    assert work.ignored == {}
 
-    only_other = wh.route(push, [wh.Target("other", "https://github.com/Octo-Org/Other.git", "main")])
+    only_other = wh.work_for(push, [wh.Target("other", "https://github.com/Octo-Org/Other.git", "main")])
     assert not only_other.anything
     assert only_other.ignored == {}
 
 
 def test_route_to_the_config_repository():
     push = wh.Push.from_payload(push_payload())
-    routing = wh.route(push, [wh.Target(None, REPO, "main"), wh.Target("web", REPO, "main")])
-    assert routing.config is True
-    assert routing.deployments == ["web"]
-    assert routing.anything
+    work = wh.work_for(push, [wh.Target(None, REPO, "main"), wh.Target("web", REPO, "main")])
+    assert work.config is True
+    assert work.deployments == ["web"]
+    assert work.anything
 
     elsewhere = wh.Push.from_payload(push_payload("refs/heads/feature"))
-    ignored = wh.route(elsewhere, [wh.Target(None, REPO, "main")])
+    ignored = wh.work_for(elsewhere, [wh.Target(None, REPO, "main")])
     assert ignored.config is False
     assert "config repository" in ignored.ignored
     assert "feature" in ignored.ignored["config repository"]
 
 
 def test_route_with_no_targets():
-    routing = wh.route(wh.Push.from_payload(push_payload()), [])
-    assert not routing.anything
-    assert routing.ignored == {}
+    work = wh.work_for(wh.Push.from_payload(push_payload()), [])
+    assert not work.anything
+    assert work.ignored == {}
 

@@ -1,0 +1,81 @@
+"""`kalpana watch`: the daemon that keeps the host matching the files, the pushes and reality.
+
+Its parts: the triggers (a file watcher, a git poller, a drift checker, and
+the webhook server's receiver) turn what they see into ``Job``s; one
+``WorkQueue`` coalesces them; the ``Worker`` runs each job as a child process
+that it can cancel cleanly and whose memory goes away when it ends, so the
+daemon itself stays small however many builds it runs. This module wires them
+together and owns start-up and shutdown.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from gitops.build import Trigger
+from gitops.config import Settings
+from gitops.events import DaemonError, Events, Info, Warned
+from gitops.history import History
+from gitops.queue import Job, WorkQueue
+from gitops.runtime.protocol import Runtime
+from gitops.triggers import Triggers
+from gitops.worker import CANCEL_GRACE, Worker
+
+
+class Daemon:
+    """Runs until ``stop()``; every trigger goes through one work queue."""
+
+    def __init__(self, settings: Settings, config_path: Path | None, runtime: Runtime, history: History,
+                 events: Events, *, serve: bool = True):
+        self.settings = settings
+        self.events = events
+        self.serve = serve
+        self._stop = threading.Event()
+        self._stop_reason = "stopping"
+        self._server = None
+        self.worker = Worker(config_path, history, events, after_run=lambda: self.triggers.reload_quietly())
+        self.work = WorkQueue(self.worker.run, quiet=max(settings.debounce, 0.05),
+                              on_supersede=lambda running, job: self.triggers.superseded(running, job),
+                              on_error=self._run_failed)
+        self.triggers = Triggers(settings, config_path, runtime, history, events, self.work, self._stop)
+
+    def run(self) -> int:
+        """Start everything, apply once, and block until stopped; returns the exit code."""
+        self.triggers.reload()
+        if self.serve:
+            self._start_server()  # first: a port already taken must fail before any work starts
+        self.work.start()
+        self.work.submit(Job(None, Trigger.AUTO, config=self.settings.repo is not None, prune=True,
+                             reasons=["daemon start"]))
+        for thread in self.triggers.threads():
+            thread.start()
+        self._stop.wait()
+        # Shutdown happens here, on the thread that run() blocks, so the process cannot exit
+        # before the running build has been cancelled and recorded.
+        self.events.emit(Info(None, f"{self._stop_reason}: no new work; cancelling what runs"))
+        if self._server is not None:
+            self._server.stop()
+        self.work.close(cancel_reason="the daemon is stopping", timeout=CANCEL_GRACE + 10)
+        self.events.emit(Info(None, "stopped"))
+        return 0
+
+    def stop(self, reason: str = "stopping") -> None:
+        """Ask the daemon to stop: no new work, the running build cancelled (bounded), server closed."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    def _start_server(self) -> None:
+        from gitops.server.app import create_app
+        from gitops.server.serve import Server
+
+        self._server = Server(create_app(self.triggers), self.settings.listen)
+        self._server.start()
+        self.events.emit(Info(None, f"webhooks on http://{self.settings.listen}"))
+        if self.settings.insecure_webhooks:
+            self.events.emit(Warned(None, "insecure_webhooks is on: endpoints without a secret accept "
+                                    "unsigned deliveries from anyone who can reach them"))
+
+    def _run_failed(self, job: Job, exc: Exception) -> None:
+        self.events.emit(DaemonError(None, f"the run of {job.describe()} failed: {type(exc).__name__}: {exc}"))

@@ -1,0 +1,88 @@
+"""What the core needs from a container runtime, and a container's run settings as one value.
+
+The engine, builder, deployer and status report are typed against ``Runtime``,
+not against the Docker implementation: their logic is unit-tested with a fake
+runtime, and proven against the real engine (``DockerRuntime``) in the
+integration tests. Another runtime (Podman, a remote agent) implements this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO, Callable, Iterator, Protocol
+
+from gitops.runtime.objects import Observed
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """Everything a new container is created with (restart policy and init are the runtime's own)."""
+
+    name: str
+    image: str
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    working_dir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    port: int | None = None  # the app's port inside the container
+    host_port: int | None = None  # published on the host (port mode), else None
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+
+
+class Runtime(Protocol):
+    """The container engine as the core uses it. Errors are ``KalpanaError`` subclasses.
+
+    Calls that find the engine down raise ``DockerUnavailable``; calls on a
+    container that is gone are no-ops where the docstring says "gone is fine".
+    """
+
+    def load_sdk(self) -> None:
+        """Do now any slow set-up a later call would do, before work that must be cleanly interruptible."""
+
+    def observe(self, instance: str) -> Observed:
+        """One listing of this instance's containers and images."""
+
+    def exit_info(self, container_id: str) -> tuple[str, int | None]:
+        """(state, exit code) of a container; ("gone", None) when it no longer exists."""
+
+    def address_of(self, container_id: str) -> str | None:
+        """The container's own IP address (for probes that skip the host's port proxy), if it has one."""
+
+    def started_at(self, container_id: str) -> datetime | None:
+        """When a container last started (for uptime)."""
+
+    def ensure_image(self, image: str, on_line: Callable[[str], None] = ...) -> None:
+        """Make a base image local (pulling it, reporting progress); ImageMissing otherwise."""
+
+    def build(self, context: BinaryIO, *, tag: str, dockerfile: str = "Dockerfile") -> Iterator[str]:
+        """Build an image from a tar context, yielding its log lines; BuildFailed on error."""
+
+    def image_exists(self, image: str) -> bool:
+        """True when ``image`` is on the host."""
+
+    def remove_image(self, image: str) -> None:
+        """Remove an image; one in use or already gone is left alone."""
+
+    def create(self, config: ContainerConfig) -> str:
+        """Create (not start) a container; returns its id."""
+
+    def start(self, container_id: str) -> None:
+        """Start a container."""
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        """Stop a container (SIGTERM, then SIGKILL after ``timeout`` s); gone is fine."""
+
+    def remove(self, container_id: str) -> None:
+        """Force-remove a container; gone is fine."""
+
+    def rename(self, container_id: str, name: str) -> None:
+        """Rename a container (frees its name for a successor)."""
+
+    def logs(self, container_id: str, tail: int | str = "all") -> str:
+        """The container's output (last ``tail`` lines); "" when it is gone."""
+
+    def follow_logs(self, container_id: str, tail: int | str = 100) -> Iterator[str]:
+        """Stream a container's output as it comes."""

@@ -1,0 +1,98 @@
+"""The daemon's worker protocol: how a job reaches a worker process and how its events come back.
+
+`kalpana watch` runs every job in a child process (a cancel is a SIGTERM, and
+the memory of a build goes away with it). The child is started with
+``child_command()``; the daemon writes the job as one JSON line on its stdin;
+the child writes one JSON line per event on its stdout, then one ``result``
+line, and exits 0 when everything it did succeeded. Both ends use only this
+module, so the line format has one definition and its own unit tests, and no
+CLI command carries hidden flags for the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gitops.build import Trigger
+from gitops.events import Event, event_from_dict
+from gitops.queue import Job
+
+RESULT = "result"  # the "event" value of the last line a worker writes
+WORKER_MODULE = "gitops.worker"
+
+
+class ProtocolError(ValueError):
+    """A line that is not what the other end of the protocol writes."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The last line of a worker: did everything succeed, how many steps ran, what failed to load."""
+
+    ok: bool
+    changed: int = 0
+    errors: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)  # the whole ApplyResult as JSON, for whoever wants it
+
+
+def child_command(config: Path | None, python: str = sys.executable) -> list[str]:
+    """The argument list that starts a worker (which then reads its job on stdin)."""
+    return [python, "-m", WORKER_MODULE] + (["-c", str(config)] if config else [])
+
+
+def parse_child_args(argv: list[str]) -> Path | None:
+    """The settings file a worker was started with (the inverse of ``child_command``'s arguments)."""
+    if not argv:
+        return None
+    if len(argv) == 2 and argv[0] == "-c":
+        return Path(argv[1])
+    raise ProtocolError(f"a worker takes no arguments but `-c FILE`, not {argv!r}")
+
+
+def encode_job(job: Job) -> str:
+    """One line (with its newline) that carries ``job`` to a worker."""
+    return json.dumps({
+        "names": sorted(job.names) if job.names is not None else None, "trigger": job.trigger.value,
+        "fetch": job.fetch, "config": job.config, "commit": job.commit, "reasons": list(job.reasons),
+        "prune": job.prune, "heal": job.heal}) + "\n"
+
+
+def decode_job(line: str) -> Job:
+    """The job a worker was sent; ProtocolError for anything else."""
+    try:
+        data = json.loads(line)
+        names = data["names"]
+        return Job(frozenset(names) if names is not None else None, Trigger(data["trigger"]),
+                   fetch=bool(data["fetch"]), config=bool(data["config"]), commit=data["commit"],
+                   reasons=[str(r) for r in data["reasons"]], prune=bool(data["prune"]), heal=bool(data["heal"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"not a job line ({exc}): {line[:200]!r}") from None
+
+
+def encode_event(event: Event) -> str:
+    """One line (with its newline) for one event."""
+    return json.dumps(event.to_dict(), default=str) + "\n"
+
+
+def encode_result(result_dict: dict[str, Any]) -> str:
+    """The last line, from an ``ApplyResult.to_dict()``."""
+    return json.dumps({"event": RESULT, **result_dict}, default=str) + "\n"
+
+
+def decode_line(line: str) -> Event | RunResult | None:
+    """What one line of a worker's stdout says; None for a line that is not protocol (stray output)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "event" not in data:
+        return None
+    if data["event"] == RESULT:
+        return RunResult(ok=bool(data.get("ok")), changed=len(data.get("results") or []),
+                         errors=[str(e) for e in data.get("errors") or []],
+                         detail={k: v for k, v in data.items() if k != "event"})
+    return event_from_dict(data)
