@@ -11,11 +11,11 @@ machine only delays the version the user just pushed.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from gitops.history import Trigger
+from gitops.build import Trigger
+from gitops.clock import Clock, SystemClock
 
 _TRIGGER_RANK = {Trigger.AUTO: 0, Trigger.MANUAL: 1, Trigger.WEBHOOK: 2}
 
@@ -74,22 +74,29 @@ class Running:
 
 
 class WorkQueue:
-    """Coalescing queue with one worker thread; ``runner(running)`` does the work and watches ``cancelled``."""
+    """Coalescing queue with one worker thread; ``runner(running)`` does the work and watches ``cancelled``.
+
+    Every time reading and timed wait goes through ``clock`` (the system's by default), so that
+    tests can move time by hand.
+    """
 
     def __init__(self, runner: Callable[[Running], None], *, quiet: float = 0.3, max_wait: float = 2.0,
                  on_supersede: Callable[[Running, Job], None] = lambda running, job: None,
-                 on_error: Callable[[Job, Exception], None] = lambda job, exc: None):
+                 on_error: Callable[[Job, Exception], None] = lambda job, exc: None,
+                 clock: Clock | None = None):
         self._runner = runner
         self._quiet = quiet
         self._max_wait = max_wait
         self._on_supersede = on_supersede
         self._on_error = on_error
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.Condition()
         self._pending: Job | None = None
         self._first_at = 0.0
         self._last_at = 0.0
         self._running: Running | None = None
         self._closed = False
+        self._stopped = False  # the worker has left its loop
         self._thread = threading.Thread(target=self._work, name="kalpana-worker", daemon=True)
 
     def start(self) -> None:
@@ -100,7 +107,7 @@ class WorkQueue:
         with self._lock:
             if self._closed:
                 return
-            now = time.monotonic()
+            now = self._clock.now()
             if self._pending is None:
                 self._pending, self._first_at = job, now
             else:
@@ -128,21 +135,38 @@ class WorkQueue:
             if self._running is not None and cancel_reason:
                 self._running.cancel(cancel_reason)
             self._lock.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                return
+            # Waiting for the worker on the condition, not with join(timeout), keeps the timeout on the
+            # queue's clock.
+            deadline = self._clock.now() + timeout
+            while not self._stopped:
+                left = deadline - self._clock.now()
+                if left <= 0:
+                    return
+                self._clock.wait(self._lock, left)
+        self._thread.join()  # it has left its loop: only its return is left
 
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:  # also when on_error raises: close() must not wait for a thread that is gone
+            with self._lock:
+                self._stopped = True
+                self._lock.notify_all()
+
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 while not self._closed:
                     if self._pending is not None:
-                        now = time.monotonic()
+                        now = self._clock.now()
                         settle = min(self._last_at + self._quiet, self._first_at + self._max_wait)
                         if now >= settle:
                             break
-                        self._lock.wait(settle - now)
+                        self._clock.wait(self._lock, settle - now)
                     else:
-                        self._lock.wait()
+                        self._clock.wait(self._lock, None)
                 if self._closed:
                     return
                 job, self._pending = self._pending, None

@@ -1,27 +1,38 @@
-"""The daemon's work queue: coalescing, one run at a time, newest commit wins, bounded shutdown."""
+"""The daemon's work queue: coalescing, one run at a time, newest commit wins, bounded shutdown.
+
+Time is a FakeClock: it moves only by ``clock.advance``, and "nothing happened"
+is asserted once ``clock.wait_parked`` has seen the worker look at the queue at
+the current fake time and go back to waiting. No test sleeps or measures real
+time; real time only bounds how long a test waits for something that must happen.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
+from fake_clock import REAL_TIMEOUT, FakeClock
 
+from gitops.clock import SystemClock
 from gitops.history import Trigger
 from gitops.queue import Job, Running, WorkQueue
 
-QUIET = 0.05
+# Binary fractions, so that sums of fake times are exact.
+QUIET = 0.25
+MAX_WAIT = 2.0
+WORKER = "kalpana-worker"  # the queue's thread
 SHA = [f"{i:x}" * 40 for i in range(1, 16)]  # "1111...", "2222...", ...
 
 
 class FakeRunner:
     """Records every run; with ``block``, a run lasts until released or cancelled (a long build)."""
 
-    def __init__(self, block: bool = False, honour_cancel: bool = True):
+    def __init__(self, clock: FakeClock, block: bool = False, honour_cancel: bool = True):
+        self.clock = clock
         self.block = block
         self.honour_cancel = honour_cancel
         self.runs: list[Running] = []
-        self.started_at: list[float] = []
+        self.started_at: list[float] = []  # fake time
         self.finished: list[Running] = []
         self.release = threading.Event()
         self._started = threading.Condition()
@@ -29,18 +40,17 @@ class FakeRunner:
     def __call__(self, running: Running) -> None:
         with self._started:
             self.runs.append(running)
-            self.started_at.append(time.monotonic())
+            self.started_at.append(self.clock.now())
             self._started.notify_all()
         if self.block:
-            while not self.release.is_set():
+            while not self.release.wait(0.005):
                 if self.honour_cancel and running.cancelled.is_set():
                     break
-                time.sleep(0.005)
         self.finished.append(running)
 
-    def wait_for_runs(self, count: int, timeout: float = 1.5) -> list[Running]:
+    def wait_for_runs(self, count: int) -> list[Running]:
         with self._started:
-            assert self._started.wait_for(lambda: len(self.runs) >= count, timeout), (
+            assert self._started.wait_for(lambda: len(self.runs) >= count, REAL_TIMEOUT), (
                 f"expected {count} run(s), got {len(self.runs)}: {[r.job.describe() for r in self.runs]}")
         return self.runs
 
@@ -49,54 +59,81 @@ class FakeRunner:
         return [r.job for r in self.runs]
 
 
-def wait_idle(queue: WorkQueue, timeout: float = 1.5) -> None:
-    deadline = time.monotonic() + timeout
-    while queue.busy:
-        assert time.monotonic() < deadline, "the queue never went idle"
-        time.sleep(0.005)
-
-
-def wait_until(predicate, timeout: float = 1.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def make_queue():
-    made: list[WorkQueue] = []
+def make_queue(clock):
+    made: list[tuple[WorkQueue, object]] = []
 
     def make(runner, **kwargs) -> WorkQueue:
         kwargs.setdefault("quiet", QUIET)
-        kwargs.setdefault("max_wait", 1.0)
-        queue = WorkQueue(runner, **kwargs)
+        kwargs.setdefault("max_wait", MAX_WAIT)
+        queue = WorkQueue(runner, clock=clock, **kwargs)
         queue.start()
-        made.append(queue)
+        made.append((queue, runner))
         return queue
 
     yield make
-    for queue in made:
-        queue.close(cancel_reason="test over", timeout=2)
+    for queue, runner in made:
+        if isinstance(runner, FakeRunner):
+            runner.release.set()  # so that close() returns without fake time passing
+        closer = closing(queue, cancel_reason="test over", timeout=2)
+        finished(closer, "closing the queue after the test")
+
+
+def closing(queue: WorkQueue, **kwargs) -> threading.Thread:
+    """``queue.close(**kwargs)`` on a thread of its own: a close that waits too long fails a test, never hangs it."""
+    thread = threading.Thread(target=queue.close, kwargs=kwargs, name="closer", daemon=True)
+    thread.start()
+    return thread
+
+
+def finished(thread: threading.Thread, what: str) -> None:
+    thread.join(REAL_TIMEOUT)
+    assert not thread.is_alive(), f"{what}: still blocked after {REAL_TIMEOUT} s (real), with the fake time standing"
 
 
 def push(names, commit, trigger=Trigger.WEBHOOK, **kwargs) -> Job:
     return Job(frozenset(names), trigger, fetch=True, commit=commit, reasons=[f"push {commit[:7]}"], **kwargs)
 
 
+def first_run(queue: WorkQueue, clock: FakeClock, runner: FakeRunner, job: Job) -> Running:
+    """Submit ``job``, let its quiet period pass, and return its run (going on while ``runner`` blocks)."""
+    queue.submit(job)
+    clock.wait_parked(until=clock.now() + QUIET, thread=WORKER)
+    clock.advance(QUIET)
+    return runner.wait_for_runs(1)[0]
+
+
+def pass_quiet_period(clock: FakeClock, since: float) -> None:
+    """The worker waits out the quiet period that began at ``since``: let it pass."""
+    clock.wait_parked(until=since + QUIET, thread=WORKER)
+    clock.advance(since + QUIET - clock.now())
+
+
+def wait_idle(clock: FakeClock, queue: WorkQueue) -> None:
+    """The worker waits for new work (no deadline): nothing is pending, nothing runs."""
+    clock.wait_parked(until=None, thread=WORKER)
+    assert not queue.busy
+
+
 # -- coalescing ------------------------------------------------------------------
 
 
-def test_ten_pushes_in_a_burst_give_one_run_of_the_newest_commit(make_queue):
-    runner = FakeRunner()
+def test_ten_pushes_in_a_burst_give_one_run_of_the_newest_commit(make_queue, clock):
+    runner = FakeRunner(clock)
     queue = make_queue(runner)
+    burst_at = clock.now()
     for i in range(10):
         queue.submit(push({"web"} if i % 2 else {"api"}, SHA[i]))
+    clock.wait_parked(until=burst_at + QUIET, thread=WORKER)
+    assert runner.runs == []
+    clock.advance(QUIET)
     runner.wait_for_runs(1)
-    wait_idle(queue)
-    time.sleep(QUIET * 3)  # nothing else turns up
+    wait_idle(clock, queue)  # nothing else turns up
     assert len(runner.runs) == 1
     job = runner.jobs[0]
     assert job.names == {"web", "api"}
@@ -120,18 +157,17 @@ def test_merge_keeps_the_strongest_trigger_and_every_flag():
     assert abc.reasons == ["file change", "push", "start"]
 
 
-def test_jobs_arriving_during_a_run_wait_and_run_once_after_it(make_queue):
-    runner = FakeRunner(block=True)
+def test_jobs_arriving_during_a_run_wait_and_run_once_after_it(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
     queue = make_queue(runner)
-    queue.submit(Job(frozenset({"web"}), Trigger.AUTO, reasons=["file change"]))
-    runner.wait_for_runs(1)
+    first_run(queue, clock, runner, Job(frozenset({"web"}), Trigger.AUTO, reasons=["file change"]))
     for name in ("api", "db", "api", "cache"):
         queue.submit(Job(frozenset({name}), Trigger.AUTO, reasons=["file change"]))
-    time.sleep(QUIET * 3)
+    clock.advance(MAX_WAIT * 2)  # their quiet period and max_wait pass while the first run goes on
     assert len(runner.runs) == 1, "one run at a time"
     runner.release.set()
-    runner.wait_for_runs(2)
-    wait_idle(queue)
+    runner.wait_for_runs(2)  # at once: their waiting is over
+    wait_idle(clock, queue)
     assert len(runner.runs) == 2
     assert runner.jobs[1].names == {"api", "db", "cache"}
     assert not runner.runs[0].cancelled.is_set()
@@ -140,22 +176,25 @@ def test_jobs_arriving_during_a_run_wait_and_run_once_after_it(make_queue):
 # -- superseding ---------------------------------------------------------------------
 
 
-def test_a_newer_commit_cancels_the_running_build_and_runs_next(make_queue):
+def test_a_newer_commit_cancels_the_running_build_and_runs_next(make_queue, clock):
     superseded: list[tuple[Running, Job]] = []
-    runner = FakeRunner(block=True)
+    runner = FakeRunner(clock, block=True)
     queue = make_queue(runner, on_supersede=lambda running, job: superseded.append((running, job)))
-    queue.submit(push({"web"}, SHA[0]))
-    first = runner.wait_for_runs(1)[0]
+    first = first_run(queue, clock, runner, push({"web"}, SHA[0]))
+    pushed_at = clock.now()
     queue.submit(push({"web"}, SHA[1]))
-    assert first.cancelled.wait(0.5)
+    assert first.cancelled.is_set()
     assert first.cancel_reason == f"superseded by {SHA[1][:7]}"
     assert superseded and superseded[0][0] is first and superseded[0][1].commit == SHA[1]
+    clock.wait_parked(until=pushed_at + QUIET, thread=WORKER)  # the cancelled run has ended
+    assert runner.finished == [first]
+    clock.advance(QUIET)
     second = runner.wait_for_runs(2)[1]
     assert second.job.commit == SHA[1]
     assert second.job.names == {"web"}
     assert not second.cancelled.is_set()
     runner.release.set()
-    wait_idle(queue)
+    wait_idle(clock, queue)
     assert len(runner.runs) == 2
 
 
@@ -164,51 +203,48 @@ def test_a_newer_commit_cancels_the_running_build_and_runs_next(make_queue):
     ({"web", "api"}, {"api", "web"}),
     (None, None),
 ])
-def test_a_push_covering_the_running_build_supersedes_it(make_queue, running_names, new_names):
-    runner = FakeRunner(block=True)
+def test_a_push_covering_the_running_build_supersedes_it(make_queue, clock, running_names, new_names):
+    runner = FakeRunner(clock, block=True)
     queue = make_queue(runner)
-    queue.submit(Job(None if running_names is None else frozenset(running_names), Trigger.WEBHOOK,
-                     fetch=True, commit=SHA[0]))
-    first = runner.wait_for_runs(1)[0]
+    first = first_run(queue, clock, runner, Job(None if running_names is None else frozenset(running_names),
+                                                Trigger.WEBHOOK, fetch=True, commit=SHA[0]))
     queue.submit(Job(None if new_names is None else frozenset(new_names), Trigger.WEBHOOK, fetch=True,
                      commit=SHA[1]))
-    assert first.cancelled.wait(0.5)
+    assert first.cancelled.is_set()
     assert first.cancel_reason == f"superseded by {SHA[1][:7]}"
-    runner.release.set()
-    wait_idle(queue)
 
 
-def test_a_cancelled_build_does_not_lose_the_work_of_the_deployments_the_push_did_not_cover(make_queue):
+def test_a_cancelled_build_does_not_lose_the_work_of_the_deployments_the_push_did_not_cover(make_queue, clock):
     # The run builds web and api (say: the daemon's start, or a file change of api merged with a
     # push to web). A push for web alone may cancel it, but api must still be applied afterwards.
-    runner = FakeRunner(block=True)
+    runner = FakeRunner(clock, block=True)
     queue = make_queue(runner)
-    queue.submit(push({"web", "api"}, SHA[0]))
-    first = runner.wait_for_runs(1)[0]
+    first = first_run(queue, clock, runner, push({"web", "api"}, SHA[0]))
+    pushed_at = clock.now()
     queue.submit(push({"web"}, SHA[1]))
-    if first.cancelled.wait(0.3):
+    if first.cancelled.is_set():
+        pass_quiet_period(clock, pushed_at)
         second = runner.wait_for_runs(2)[1]
         assert second.job.names == {"web", "api"}, (
             f"the run of web+api was cancelled by a push of web alone, and only {sorted(second.job.names)} "
             "runs next: api's pending work is lost")
         assert second.job.commit == SHA[1]
     runner.release.set()
-    wait_idle(queue)
 
 
-def test_a_cancelled_start_run_of_everything_is_not_lost(make_queue):
-    runner = FakeRunner(block=True)
+def test_a_cancelled_start_run_of_everything_is_not_lost(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
     queue = make_queue(runner)
-    queue.submit(Job(None, Trigger.AUTO, prune=True, reasons=["daemon start"]))
-    first = runner.wait_for_runs(1)[0]
+    first = first_run(queue, clock, runner, Job(None, Trigger.AUTO, prune=True, reasons=["daemon start"]))
+    pushed_at = clock.now()
     queue.submit(push({"web"}, SHA[1]))
-    if first.cancelled.wait(0.3):
+    if first.cancelled.is_set():
+        pass_quiet_period(clock, pushed_at)
         second = runner.wait_for_runs(2)[1]
         assert second.job.names is None and second.job.prune, (
             "the daemon's start run (every deployment, prune) was cancelled by a push of one deployment "
             f"and never runs again: next run is {second.job.describe()}")
     runner.release.set()
-    wait_idle(queue)
 
 
 @pytest.mark.parametrize("new_job", [
@@ -218,158 +254,188 @@ def test_a_cancelled_start_run_of_everything_is_not_lost(make_queue):
     pytest.param(Job(frozenset({"web"}), Trigger.AUTO, commit=SHA[1]), id="commit-without-fetch"),
     pytest.param(Job(frozenset({"web"}), Trigger.AUTO, fetch=True), id="fetch-without-commit"),
 ])
-def test_what_does_not_supersede_queues_behind(make_queue, new_job):
-    runner = FakeRunner(block=True)
+def test_what_does_not_supersede_queues_behind(make_queue, clock, new_job):
+    runner = FakeRunner(clock, block=True)
     queue = make_queue(runner)
-    queue.submit(push({"web"}, SHA[0]))
-    first = runner.wait_for_runs(1)[0]
+    first = first_run(queue, clock, runner, push({"web"}, SHA[0]))
     queue.submit(new_job)
-    time.sleep(QUIET * 3)
+    clock.advance(QUIET * 2)  # its quiet period passes while the first run goes on
     assert not first.cancelled.is_set()
     assert first.cancel_reason is None
     assert len(runner.runs) == 1
     runner.release.set()
     runner.wait_for_runs(2)
-    wait_idle(queue)
+    wait_idle(clock, queue)
     assert runner.jobs[1].names == new_job.names
     assert runner.finished[0] is first
 
 
-def test_a_second_newer_push_does_not_cancel_twice(make_queue):
+def test_a_second_newer_push_does_not_cancel_twice(make_queue, clock):
     superseded = []
-    runner = FakeRunner(block=True, honour_cancel=False)  # a build slow to react to its cancellation
+    runner = FakeRunner(clock, block=True, honour_cancel=False)  # a build slow to react to its cancellation
     queue = make_queue(runner, on_supersede=lambda running, job: superseded.append(job.commit))
-    queue.submit(push({"web"}, SHA[0]))
-    first = runner.wait_for_runs(1)[0]
+    first = first_run(queue, clock, runner, push({"web"}, SHA[0]))
+    pushed_at = clock.now()
     queue.submit(push({"web"}, SHA[1]))
     queue.submit(push({"web"}, SHA[2]))
     assert first.cancel_reason == f"superseded by {SHA[1][:7]}"
     assert superseded == [SHA[1]]
     runner.release.set()
+    pass_quiet_period(clock, pushed_at)
     second = runner.wait_for_runs(2)[1]
     assert second.job.commit == SHA[2]
-    wait_idle(queue)
+    wait_idle(clock, queue)
     assert len(runner.runs) == 2
 
 
 # -- timing ----------------------------------------------------------------------
 
 
-def test_the_worker_waits_for_a_quiet_period():
-    runner = FakeRunner()
-    queue = WorkQueue(runner, quiet=0.2, max_wait=5.0)
+def test_the_worker_waits_for_a_quiet_period(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner)
+    first = clock.now()
+    queue.submit(push({"web"}, SHA[0]))
+    clock.wait_parked(until=first + QUIET, thread=WORKER)
+    clock.advance(QUIET / 2)
+    clock.wait_parked(until=first + QUIET, thread=WORKER)  # half-way: still waiting
+    last = clock.now()
+    queue.submit(push({"web"}, SHA[1]))  # restarts the quiet period
+    clock.wait_parked(until=last + QUIET, thread=WORKER)
+    clock.advance(QUIET / 2)  # the first submit's quiet period is over, the second's is not
+    clock.wait_parked(until=last + QUIET, thread=WORKER)
+    assert runner.runs == []
+    clock.advance(QUIET / 2)
+    runner.wait_for_runs(1)
+    assert runner.started_at == [last + QUIET]
+    assert runner.jobs[0].commit == SHA[1]
+
+
+def test_max_wait_bounds_the_delay_under_a_steady_stream(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner, max_wait=1.0)
+    step = QUIET / 2  # a submit every step: never quiet for QUIET
+    first = clock.now()
+    for i in range(int(1.0 / step)):
+        queue.submit(push({"web"}, SHA[i]))
+        clock.wait_parked(until=min(clock.now() + QUIET, first + 1.0), thread=WORKER)
+        assert runner.runs == [], f"a run started {clock.now() - first} s after the first submit (max_wait 1.0)"
+        clock.advance(step)
+    runner.wait_for_runs(1)
+    assert runner.started_at == [first + 1.0]
+    assert runner.jobs[0].commit == SHA[int(1.0 / step) - 1]
+
+
+def test_the_default_clock_is_the_system_clock():
+    # The daemon builds its queue without a clock: the real one must drive it.
+    ran = threading.Event()
+    queue = WorkQueue(lambda running: ran.set(), quiet=0.01, max_wait=0.02)
     queue.start()
     try:
-        first = time.monotonic()
         queue.submit(push({"web"}, SHA[0]))
-        time.sleep(0.1)
-        last = time.monotonic()
-        queue.submit(push({"web"}, SHA[1]))  # restarts the quiet period
-        runner.wait_for_runs(1)
-        waited = runner.started_at[0] - last
-        assert waited >= 0.19, f"started {waited:.3f} s after the last submit, before the quiet period"
-        assert runner.started_at[0] - first < 1.0
-        assert runner.jobs[0].commit == SHA[1]
+        assert ran.wait(REAL_TIMEOUT)
     finally:
-        queue.close(timeout=2)
+        queue.close(timeout=REAL_TIMEOUT)
 
 
-def test_max_wait_bounds_the_delay_under_a_steady_stream():
-    runner = FakeRunner()
-    queue = WorkQueue(runner, quiet=0.2, max_wait=0.4)
-    queue.start()
-    try:
-        first = time.monotonic()
-        i = 0
-        while time.monotonic() - first < 0.9:  # a submit every 50 ms: never quiet for 200 ms
-            queue.submit(push({"web"}, SHA[i % len(SHA)]))
-            i += 1
-            time.sleep(0.05)
-        runner.wait_for_runs(1)
-        delay = runner.started_at[0] - first
-        assert 0.38 <= delay < 0.75, f"first run started {delay:.3f} s after the first submit (max_wait 0.4)"
-    finally:
-        queue.close(timeout=2)
+def test_system_clock_waits_on_the_condition():
+    clock = SystemClock()
+    condition = threading.Condition()
+    before = clock.now()
+    with condition:
+        assert clock.wait(condition, 0) is False  # no notification: timed out
+    assert clock.now() >= before
 
 
 # -- shutdown ---------------------------------------------------------------------
 
 
-def test_close_with_a_reason_cancels_the_running_job_within_bounded_time():
-    runner = FakeRunner(block=True)
-    queue = WorkQueue(runner, quiet=QUIET)
-    queue.start()
-    queue.submit(push({"web"}, SHA[0]))
-    running = runner.wait_for_runs(1)[0]
+def test_close_with_a_reason_cancels_the_running_job_without_waiting_out_the_timeout(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
+    queue = make_queue(runner)
+    running = first_run(queue, clock, runner, push({"web"}, SHA[0]))
     queue.submit(push({"api"}, SHA[1]))  # waiting behind: dropped by close
-    started = time.monotonic()
-    queue.close(cancel_reason="the daemon is stopping", timeout=5)
-    assert time.monotonic() - started < 1.0
+    closed_at = clock.now()
+    finished(closing(queue, cancel_reason="the daemon is stopping", timeout=5), "close with a reason")
+    assert clock.now() == closed_at  # no fake time passed: close did not wait for its timeout
     assert running.cancelled.is_set()
     assert running.cancel_reason == "the daemon is stopping"
     assert runner.finished == [running]
     assert not queue.busy
     queue.submit(push({"web"}, SHA[2]))  # closed: ignored
-    time.sleep(QUIET * 3)
+    assert not queue.busy
+    clock.advance(MAX_WAIT)
     assert len(runner.runs) == 1
 
 
-def test_close_without_a_reason_lets_the_running_job_finish():
-    runner = FakeRunner(block=True)
-    queue = WorkQueue(runner, quiet=QUIET)
-    queue.start()
-    queue.submit(push({"web"}, SHA[0]))
-    running = runner.wait_for_runs(1)[0]
-    threading.Timer(0.2, runner.release.set).start()
-    started = time.monotonic()
-    queue.close(timeout=5)
-    elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 1.5
+def test_close_without_a_reason_lets_the_running_job_finish(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
+    queue = make_queue(runner)
+    running = first_run(queue, clock, runner, push({"web"}, SHA[0]))
+    closed_at = clock.now()
+    closer = closing(queue, timeout=5)
+    clock.wait_parked(until=closed_at + 5, thread="closer")  # close waits for the run, up to its timeout
+    assert closer.is_alive() and runner.finished == []
+    runner.release.set()
+    finished(closer, "close after the run finished")
+    assert clock.now() == closed_at
     assert not running.cancelled.is_set()
     assert runner.finished == [running]
 
 
-def test_close_gives_up_on_a_stuck_job_after_its_timeout():
-    runner = FakeRunner(block=True, honour_cancel=False)
-    queue = WorkQueue(runner, quiet=QUIET)
-    queue.start()
-    queue.submit(push({"web"}, SHA[0]))
-    running = runner.wait_for_runs(1)[0]
-    started = time.monotonic()
-    queue.close(cancel_reason="stopping", timeout=0.2)
-    assert time.monotonic() - started < 0.8
-    assert running.cancelled.is_set()
+def test_close_gives_up_on_a_stuck_job_after_its_timeout(make_queue, clock):
+    runner = FakeRunner(clock, block=True, honour_cancel=False)
+    queue = make_queue(runner)
+    running = first_run(queue, clock, runner, push({"web"}, SHA[0]))
+    closed_at = clock.now()
+    closer = closing(queue, cancel_reason="stopping", timeout=0.5)
+    clock.wait_parked(until=closed_at + 0.5, thread="closer")
+    assert running.cancelled.is_set()  # asked to stop; this build does not listen
+    clock.advance(0.25)
+    clock.wait_parked(until=closed_at + 0.5, thread="closer")  # half its timeout: still waiting
+    assert closer.is_alive()
+    clock.advance(0.25)
+    finished(closer, "close of a stuck job after its timeout")
+    assert runner.finished == []  # it gave up on the run, which goes on
     runner.release.set()
 
 
-def test_close_of_an_idle_queue_returns_at_once():
-    queue = WorkQueue(FakeRunner(), quiet=QUIET)
-    queue.start()
-    started = time.monotonic()
-    queue.close(cancel_reason="stopping", timeout=5)
-    assert time.monotonic() - started < 0.5
+def test_close_of_an_idle_queue_returns_at_once(make_queue, clock):
+    queue = make_queue(FakeRunner(clock))
+    wait_idle(clock, queue)
+    closed_at = clock.now()
+    finished(closing(queue, cancel_reason="stopping", timeout=5), "close of an idle queue")
+    assert clock.now() == closed_at
 
 
-def test_close_drops_work_still_waiting_for_its_quiet_period():
-    runner = FakeRunner()
-    queue = WorkQueue(runner, quiet=0.3)
-    queue.start()
+def test_close_drops_work_still_waiting_for_its_quiet_period(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner)
     queue.submit(push({"web"}, SHA[0]))
-    queue.close(cancel_reason="stopping", timeout=2)
-    time.sleep(0.4)
+    clock.wait_parked(until=clock.now() + QUIET, thread=WORKER)
+    finished(closing(queue, cancel_reason="stopping", timeout=2), "close while work waits")
+    assert not queue.busy
+    clock.advance(QUIET * 2)  # the quiet period passes with the worker gone
     assert runner.runs == []
 
 
-def test_a_runner_that_raises_does_not_kill_the_worker(make_queue):
+def test_a_runner_that_raises_does_not_kill_the_worker(make_queue, clock):
     calls = []
+    errors: list[tuple[Job, Exception]] = []
 
     def runner(running: Running) -> None:
         calls.append(running.job)
         if len(calls) == 1:
             raise RuntimeError("boom")
 
-    queue = make_queue(runner)
+    queue = make_queue(runner, on_error=lambda job, exc: errors.append((job, exc)))
     queue.submit(push({"web"}, SHA[0]))
-    assert wait_until(lambda: len(calls) == 1)
+    pass_quiet_period(clock, clock.now())
+    wait_idle(clock, queue)
+    assert len(calls) == 1
+    assert [(job.commit, str(exc)) for job, exc in errors] == [(SHA[0], "boom")]
     queue.submit(push({"web"}, SHA[1]))
-    assert wait_until(lambda: len(calls) == 2), "the worker thread died with the first run's exception"
+    pass_quiet_period(clock, clock.now())
+    wait_idle(clock, queue)
+    assert len(calls) == 2, "the worker thread died with the first run's exception"
+    assert len(errors) == 1
