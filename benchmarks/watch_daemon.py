@@ -68,15 +68,11 @@ machine the figures of (a) move with it; compare with the floor of the same run.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import http.client
 import json
 import math
 import os
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -85,24 +81,26 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository root: the tests' daemon harness
 
 from _common import (Deadline, KalpanaProject, bytecode_note, common_arguments, configure_bytecode,  # noqa: E402
                      cprofile_cli, deadline, docker_client, ensure_base_image, importtime_profile, log, machine_info,
                      new_run_id, print_profile, python_startup_figures, remove_kalpana_instance, summary)
+from tests.integration.daemon_helpers import Daemon as WatchDaemon  # noqa: E402
+from tests.integration.daemon_helpers import (HTTPD, GitRemote, delivery_headers, free_port,  # noqa: E402
+                                              push_payload)
 
 INSTANCE_SECRET = "bench-instance-secret"
 DEPLOYMENT_SECRET = "bench-site-secret"
 WRONG_SECRET = "not-the-secret"
 SITE = "site"
 TINY = "tiny"
-HTTPD = "httpd -f -p 8080 -h /workspace"
 HOST_PORT_LABEL = "dev.kalpana.host-port"
 DEPLOYMENT_LABEL = "dev.kalpana.deployment"
 INSTANCE_LABEL = "dev.kalpana.instance"
@@ -203,70 +201,6 @@ def med(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost",
-                           "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-                          cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-class GitRemote:
-    """A bare repository standing in for GitHub and a work clone that commits and pushes to it."""
-
-    def __init__(self, root: Path, branch: str = "main"):
-        self.bare = root / "remote.git"
-        self.work = root / "work"
-        self.branch = branch
-        root.mkdir(parents=True, exist_ok=True)
-        git("init", "--quiet", "--bare", "-b", branch, str(self.bare), cwd=root)
-        git("init", "--quiet", "-b", branch, str(self.work), cwd=root)
-        git("remote", "add", "origin", str(self.bare), cwd=self.work)
-
-    @property
-    def url(self) -> str:
-        return str(self.bare)
-
-    def commit_and_push(self, files: dict[str, str], message: str) -> str:
-        for rel, content in files.items():
-            path = self.work / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-        git("add", "-A", cwd=self.work)
-        git("commit", "--quiet", "-m", message, cwd=self.work)
-        git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.work)
-        return git("rev-parse", "HEAD", cwd=self.work)
-
-
-def push_payload(repo_url: str, full_name: str, sha: str, message: str, branch: str = "main") -> dict[str, Any]:
-    """A push event body with the fields GitHub sends (as tests/integration/daemon_helpers.py)."""
-    return {
-        "ref": f"refs/heads/{branch}", "before": "1" * 40, "after": sha, "created": False, "deleted": False,
-        "forced": False, "compare": f"https://github.com/{full_name}/compare/{sha[:12]}",
-        "repository": {"id": 1, "name": full_name.split("/")[-1], "full_name": full_name, "private": False,
-                       "clone_url": repo_url, "default_branch": branch},
-        "pusher": {"name": "bench", "email": "bench@localhost"},
-        "head_commit": {"id": sha, "tree_id": "2" * 40, "distinct": True, "message": message,
-                        "timestamp": "2024-01-01T00:00:00Z", "author": {"name": "bench", "email": "bench@localhost"}},
-        "commits": [{"id": sha, "message": message}],
-    }
-
-
-def delivery_headers(body: bytes, secret: str, delivery: str | None = None) -> dict[str, str]:
-    return {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/bench", "X-GitHub-Event": "push",
-            "X-GitHub-Delivery": delivery or str(uuid.uuid4()), "X-GitHub-Hook-ID": "1",
-            "X-Hub-Signature-256": signature(secret, body)}
-
-
 def post(port: int, path: str, body: bytes, headers: dict[str, str], timeout: float = 15) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -311,109 +245,23 @@ def cpu_seconds(pid: int) -> float:
 
 # -- the daemon -------------------------------------------------------------------
 
-class Daemon:
-    """`kalpana watch --log-format json` as a subprocess; each JSON line kept with its epoch time."""
+class Daemon(WatchDaemon):
+    """The tests' daemon wrapper (tests/integration/daemon_helpers.py), set up for measuring.
+
+    Each event carries its times (``_t``: the daemon's own, ``_seen``: when read here), the daemon
+    has a process group of its own, and waiting for it to be idle polls every 0.1 s for up to 180 s.
+    """
 
     def __init__(self, project: KalpanaProject, listen: str):
-        self.base_port = int(listen.rsplit(":", 1)[1])
-        self.events: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-        self._cond = threading.Condition()
-        self._last_at = time.monotonic()
-        cmd = project.command("watch", "--log-format", "json")
-        self.process = subprocess.Popen(cmd, cwd=project.root, env=project.env(), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
-        self.pid = self.process.pid
-        self._reader = threading.Thread(target=self._read, name="daemon-log", daemon=True)
-        self._reader.start()
+        super().__init__(project, listen, timestamps=True, new_session=True)
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            seen = time.time()
-            line = line.rstrip("\n")
-            with self._cond:
-                self.raw.append(line)
-                self._last_at = time.monotonic()
-                try:
-                    data = json.loads(line)
-                except ValueError:
-                    data = None
-                if isinstance(data, dict) and "event" in data:
-                    data["_seen"] = seen
-                    try:
-                        data["_t"] = parse_time(data["time"])
-                    except (KeyError, ValueError, TypeError):
-                        data["_t"] = seen
-                    self.events.append(data)
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.events)
-
-    def since(self, mark: int, event: str | None = None) -> list[dict[str, Any]]:
-        with self._cond:
-            found = list(self.events[mark:])
-        return [e for e in found if event is None or e.get("event") == event]
-
-    def tail(self, lines: int = 40) -> str:
-        with self._cond:
-            return "\n".join(self.raw[-lines:])
-
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], *, after: int = 0, timeout: float = 120,
-                 what: str = "an event") -> dict[str, Any]:
-        limit = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for event in self.events[after:]:
-                    if predicate(event):
-                        return event
-                if self.process.poll() is not None and not self._reader.is_alive():
-                    break
-                left = limit - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, 0.5))
-        state = "running" if self.process.poll() is None else f"exited {self.process.returncode}"
-        raise RuntimeError(f"daemon ({state}): no {what} within {timeout:g} s; its log:\n{self.tail()}")
-
-    def wait_event(self, name: str, *, after: int = 0, timeout: float = 120) -> dict[str, Any]:
-        return self.wait_for(lambda e: e.get("event") == name, after=after, timeout=timeout, what=repr(name))
-
-    def wait_idle(self, quiet: float = 2.5, timeout: float = 180) -> None:
-        """Every run started has ended and nothing was logged for ``quiet`` s (> the queue's 2 s max wait)."""
-        limit = time.monotonic() + timeout
-        while True:
-            with self._cond:
-                starts = sum(1 for e in self.events if e.get("event") == "job_start")
-                dones = sum(1 for e in self.events if e.get("event") == "job_done")
-                silent = time.monotonic() - self._last_at
-            if starts == dones and silent >= quiet:
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.process.returncode}; its log:\n{self.tail()}")
-            if time.monotonic() >= limit:
-                raise RuntimeError(f"daemon not idle within {timeout:g} s ({starts} runs started, {dones} ended); "
-                                   f"its log:\n{self.tail()}")
-            time.sleep(0.1)
+    def wait_idle(self, quiet: float = 2.5, timeout: float = 180, interval: float = 0.1) -> None:
+        super().wait_idle(quiet, timeout, interval)
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                log("daemon did not stop within 60 s of SIGTERM: killing its process group")
-                os.killpg(self.pid, signal.SIGKILL)
-                self.process.wait(10)
-            except ProcessLookupError:
-                pass
-        self._reader.join(5)
-        return self.process.returncode
+        """SIGTERM; after 60 s, SIGKILL to its process group. Its exit code."""
+        return self.terminate(on_kill=lambda: log("daemon did not stop within 60 s of SIGTERM: "
+                                                  "killing its process group"))
 
 
 # -- (a) bursts ---------------------------------------------------------------------
@@ -514,11 +362,11 @@ def bench_bursts(args, daemon: Daemon, others: dict[str, tuple[int, int]], remot
     counter = [0]
 
     def queued_payload(i: int) -> dict[str, Any]:
-        return push_payload(remote.url, "bench/site", head, f"same head {i}")
+        return push_payload(remote, head, f"same head {i}", full_name="bench/site")
 
     def ignored_payload(i: int) -> dict[str, Any]:
         counter[0] += 1
-        return push_payload("/nonexistent/other-repo.git", "bench/other", f"{counter[0]:040x}", f"other {i}")
+        return push_payload("/nonexistent/other-repo.git", f"{counter[0]:040x}", f"other {i}", full_name="bench/other")
 
     plans = {
         "queued": (daemon.base_port, f"/api/deployments/{SITE}/webhook", DEPLOYMENT_SECRET, queued_payload),
@@ -665,7 +513,7 @@ def bench_webhook_to_serving(args, daemon: Daemon, remote: GitRemote, project: K
         content = f"v{rep + 1}-{tag}-{uuid.uuid4().hex[:8]}"
         message = f"bench version {rep + 1}"
         sha = remote.commit_and_push({"app/index.html": content}, message)
-        body = json.dumps(push_payload(remote.url, "bench/site", sha, message)).encode()
+        body = json.dumps(push_payload(remote, sha, message, full_name="bench/site")).encode()
         headers = delivery_headers(body, DEPLOYMENT_SECRET)
         naive = NaiveClient(port, content) if variant == "traffic" else None
         mark = daemon.mark()
@@ -692,7 +540,7 @@ def bench_webhook_to_serving(args, daemon: Daemon, remote: GitRemote, project: K
         if naive is not None:
             naive.stop()
         if served is None:
-            raise RuntimeError(f"{content!r} not served within 120 s; daemon log:\n{daemon.tail()}")
+            raise RuntimeError(f"{content!r} not served within 120 s; daemon log:\n{daemon.log_tail(40)}")
         done = daemon.wait_event("job_done", after=mark, timeout=120)
         record = builds(project, SITE, limit=1)[0]
         if record.get("commit_hash") != sha or record.get("triggered_by") != "webhook" or record["status"] != "SUCCESS":
@@ -840,7 +688,7 @@ def bench_memory(args, daemon: Daemon, remote: GitRemote, project: KalpanaProjec
         t0 = time.monotonic()
         if args.memory_trigger == "webhook":
             sha = remote.commit_and_push({"app/index.html": f"m{i}-{tag}"}, f"memory build {i}")
-            body = json.dumps(push_payload(remote.url, "bench/site", sha, f"memory build {i}")).encode()
+            body = json.dumps(push_payload(remote, sha, f"memory build {i}", full_name="bench/site")).encode()
             status_code, answer = post(daemon.base_port, f"/api/deployments/{SITE}/webhook", body,
                                        delivery_headers(body, DEPLOYMENT_SECRET))
             if status_code != 202:
@@ -871,12 +719,6 @@ def write_config(project: KalpanaProject, **settings: Any) -> None:
     config = yaml.safe_load(project.config_path.read_text())
     config.update(settings)
     project.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def free_local_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(script: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
@@ -915,7 +757,7 @@ def run(args) -> dict[str, Any]:
     daemon: Daemon | None = None
     servers: list[subprocess.Popen] = []
     try:
-        listen = f"127.0.0.1:{free_local_port()}"
+        listen = f"127.0.0.1:{free_port()}"
         settings = {"listen": listen, "webhook_secret": INSTANCE_SECRET, "poll_interval": 3600,
                     "drift_interval": 10, "debounce": 0.2}
         write_config(project, **settings)

@@ -4,6 +4,9 @@ The daemon runs as a subprocess (``python -m gitops watch --log-format json``)
 and its JSON log lines are the tests' view of what it did; GitHub is played by
 ``post_webhook``, which signs and sends a delivery shaped as GitHub sends it.
 Nothing is mocked.
+
+benchmarks/watch_daemon.py drives the daemon with these same pieces; they need
+pytest importable, not a pytest run (``pytest.fail`` outside one is an exception).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -44,8 +48,10 @@ def free_port() -> int:
 
 def git(*args: str, cwd: Path) -> str:
     """Run git in ``cwd``; a failure fails the test with git's own words."""
+    # No commit signing: a developer's global config must not make commits ask for a key.
     done = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main",
-                           *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+                           "-c", "commit.gpgsign=false", *args],
+                          cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     if done.returncode != 0:
         pytest.fail(f"git {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}", pytrace=False)
     return done.stdout.strip()
@@ -91,9 +97,15 @@ class GitRemote:
         git("checkout", "--quiet", *(["-b"] if create else []), branch, cwd=self.work)
 
 
-def push_payload(remote: GitRemote, sha: str, message: str, branch: str | None = None) -> dict[str, Any]:
-    """A push event body with the fields GitHub sends (and Kalpana reads), for a push of ``sha``."""
-    branch = branch or remote.branch
+def push_payload(remote: GitRemote | str, sha: str, message: str, branch: str | None = None, *,
+                 full_name: str = "t/remote") -> dict[str, Any]:
+    """A push event body with the fields GitHub sends (and Kalpana reads), for a push of ``sha``.
+
+    ``remote`` may be a bare clone URL, for a repository no GitRemote stands for
+    (its default branch is then main); ``full_name`` is the repository's owner/name.
+    """
+    url, default_branch = (remote.url, remote.branch) if isinstance(remote, GitRemote) else (remote, "main")
+    branch = branch or default_branch
     return {
         "ref": f"refs/heads/{branch}",
         "before": "1" * 40,
@@ -101,14 +113,14 @@ def push_payload(remote: GitRemote, sha: str, message: str, branch: str | None =
         "created": False,
         "deleted": False,
         "forced": False,
-        "compare": f"https://github.com/t/remote/compare/{sha[:12]}",
+        "compare": f"https://github.com/{full_name}/compare/{sha[:12]}",
         "repository": {
             "id": 1,
-            "name": "remote",
-            "full_name": "t/remote",
+            "name": full_name.rsplit("/", 1)[-1],
+            "full_name": full_name,
             "private": False,
-            "clone_url": remote.url,
-            "default_branch": remote.branch,
+            "clone_url": url,
+            "default_branch": default_branch,
         },
         "pusher": {"name": "t", "email": "t@t"},
         "head_commit": {"id": sha, "tree_id": "2" * 40, "distinct": True, "message": message,
@@ -121,24 +133,33 @@ def push_payload(remote: GitRemote, sha: str, message: str, branch: str | None =
 
 
 def signature(secret: str, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value GitHub sends for ``body`` signed with ``secret``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def post_webhook(url: str, payload: Mapping[str, Any] | bytes, *, secret: str | None,
-                 event: str = "push", delivery: str | None = None, sign_with: str | None = None,
-                 signed_body: bytes | None = None, timeout: float = 10) -> tuple[int, dict[str, Any]]:
-    """POST a delivery as GitHub does; (status, JSON answer).
+def delivery_headers(body: bytes, secret: str | None, *, event: str = "push", delivery: str | None = None,
+                     sign_with: str | None = None, signed_body: bytes | None = None) -> dict[str, str]:
+    """The headers of a delivery of ``body``, as GitHub sends them; unsigned when there is no secret.
 
     ``sign_with`` signs with another secret; ``signed_body`` signs other bytes
     than those sent (a body changed in transit).
     """
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/test",
                "X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
                "X-GitHub-Hook-ID": "1"}
     key = sign_with if sign_with is not None else secret
     if key is not None:
         headers["X-Hub-Signature-256"] = signature(key, body if signed_body is None else signed_body)
+    return headers
+
+
+def post_webhook(url: str, payload: Mapping[str, Any] | bytes, *, secret: str | None,
+                 event: str = "push", delivery: str | None = None, sign_with: str | None = None,
+                 signed_body: bytes | None = None, timeout: float = 10) -> tuple[int, dict[str, Any]]:
+    """POST a delivery as GitHub does (headers as ``delivery_headers``); (status, JSON answer)."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = delivery_headers(body, secret, event=event, delivery=delivery, sign_with=sign_with,
+                               signed_body=signed_body)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -156,27 +177,40 @@ def post_webhook(url: str, payload: Mapping[str, Any] | bytes, *, secret: str | 
 
 
 class Daemon:
-    """`kalpana watch --log-format json` as a subprocess; its stderr events are read in a thread."""
+    """`kalpana watch --log-format json` as a subprocess; its stderr events are read in a thread.
 
-    def __init__(self, project, listen: str | None) -> None:
+    ``project`` has ``root``, ``config_path`` and ``env()`` (the tests' and the
+    benchmarks' KalpanaProject both do). With ``timestamps`` each event also
+    gets ``_seen`` (epoch seconds when read here) and ``_t`` (its own ``time``
+    as epoch seconds); with ``new_session`` the daemon leads a process group of
+    its own, which ``terminate`` kills whole when it has to.
+    """
+
+    def __init__(self, project, listen: str | None, *, timestamps: bool = False, new_session: bool = False) -> None:
         self.project = project
         self.listen = listen
         self.base_url = f"http://{listen}" if listen else None
+        self.base_port = int(listen.rsplit(":", 1)[1]) if listen else None
         self.events: list[dict[str, Any]] = []
         self.raw: list[str] = []  # every stderr line, JSON or not (a traceback is not)
+        self._timestamps = timestamps
+        self._new_session = new_session
         self._cond = threading.Condition()
         self._last_at = time.monotonic()
         args = ["watch", "--log-format", "json"] + ([] if listen else ["--no-server"])
         cmd = [sys.executable, "-m", "gitops", "-c", str(project.config_path), *args]
         self.process = subprocess.Popen(cmd, cwd=project.root, env=project.env(), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        start_new_session=new_session,
                                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        self.pid = self.process.pid
+        self._reader = threading.Thread(target=self._read, name="daemon-log", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
+            seen = time.time()
             line = line.rstrip("\n")
             with self._cond:
                 self.raw.append(line)
@@ -186,6 +220,12 @@ class Daemon:
                 except ValueError:
                     data = None
                 if isinstance(data, dict) and "event" in data:
+                    if self._timestamps:
+                        data["_seen"] = seen
+                        try:
+                            data["_t"] = _epoch(data["time"])
+                        except (KeyError, ValueError, TypeError):
+                            data["_t"] = seen
                     self.events.append(data)
                 self._cond.notify_all()
         with self._cond:
@@ -238,11 +278,12 @@ class Daemon:
         self.wait_event("job_done", timeout=timeout)
         self.wait_idle(timeout=timeout)
 
-    def wait_idle(self, quiet: float = 2.5, timeout: float = 120) -> None:
+    def wait_idle(self, quiet: float = 2.5, timeout: float = 120, interval: float = 0.2) -> None:
         """Every run the daemon started has ended and nothing was logged for ``quiet`` seconds.
 
         ``quiet`` exceeds the queue's longest coalescing wait (2 s), so work
         that was accepted but not started yet shows up before we call it idle.
+        A daemon that exits before that fails at once.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -252,10 +293,13 @@ class Daemon:
                 silent = time.monotonic() - self._last_at
             if starts == dones and silent >= quiet:
                 return
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited {self.process.returncode} with {starts} runs started, "
+                                     f"{dones} ended; its log:\n{self.log_tail()}")
             if time.monotonic() >= deadline:
                 raise AssertionError(f"daemon not idle within {timeout}s ({starts} runs started, {dones} ended, "
                                      f"last line {silent:.1f}s ago); its log:\n{self.log_tail()}")
-            time.sleep(0.2)
+            time.sleep(interval)
 
     # -- talking to it --
 
@@ -271,7 +315,10 @@ class Daemon:
 
     def signal(self, sig: int) -> None:
         if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
+            try:
+                os.kill(self.process.pid, sig)
+            except ProcessLookupError:  # it ended meanwhile
+                pass
 
     def wait_exit(self, timeout: float) -> int | None:
         try:
@@ -279,14 +326,30 @@ class Daemon:
         except subprocess.TimeoutExpired:
             return None
 
-    def terminate(self) -> None:
-        """SIGTERM, wait, then SIGKILL: never leave a daemon behind that would heal what cleanup removes."""
+    def terminate(self, on_kill: Callable[[], None] | None = None) -> int | None:
+        """SIGTERM, wait, then SIGKILL: never leave a daemon behind that would heal what cleanup removes.
+
+        With ``new_session`` the SIGKILL goes to its whole process group (a
+        child `kalpana apply` too). ``on_kill`` is called before a SIGKILL.
+        Returns the exit code.
+        """
         if self.process.poll() is None:
             self.signal(signal.SIGTERM)
             if self.wait_exit(60) is None:
-                self.process.kill()
+                if on_kill is not None:
+                    on_kill()
+                if self._new_session:
+                    os.killpg(self.pid, signal.SIGKILL)
+                else:
+                    self.process.kill()
                 self.process.wait(10)
         self._reader.join(5)
+        return self.process.returncode
+
+
+def _epoch(text: str) -> float:
+    """An ISO 8601 time of the daemon's log (``Z`` or an offset) as epoch seconds."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @pytest.fixture
