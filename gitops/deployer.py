@@ -3,8 +3,8 @@
 Never break what is running: if the new container does not get healthy it
 is removed and the old one serves again. In port mode two containers cannot
 hold one host port, so the old container is stopped (not removed) just
-before the new one starts and restarted if the new one fails; the gap is
-that stop/start alone, and is measured.
+before the new one starts and restarted if the new one fails. The gap, from
+that stop until the new container is healthy, is measured and recorded.
 """
 
 from __future__ import annotations
