@@ -234,13 +234,15 @@ class KalpanaProject:
         env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200", "PYTHONPATH": str(REPO_ROOT)})
         return env
 
-    def command(self, *args: str, python_flags: Sequence[str] = ()) -> list[str]:
-        return [PYTHON, *python_flags, "-m", "gitops", "-c", str(self.config_path), *args]
+    def command(self, *args: str, python_flags: Sequence[str] = (), module: str = "gitops") -> list[str]:
+        """``module`` "gitops" is the CLI; "gitops.worker" is the daemon's worker (its job comes on stdin)."""
+        return [PYTHON, *python_flags, "-m", module, "-c", str(self.config_path), *args]
 
-    def run(self, *args: str, timeout: float = 300, check: bool = True,
-            python_flags: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.command(*args, python_flags=python_flags), cwd=self.root, env=self.env(),
-                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    def run(self, *args: str, timeout: float = 300, check: bool = True, python_flags: Sequence[str] = (),
+            module: str = "gitops", stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.command(*args, python_flags=python_flags, module=module), cwd=self.root,
+                                env=self.env(), capture_output=True, text=True, timeout=timeout,
+                                **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}))
         if check and result.returncode != 0:
             raise RuntimeError(f"kalpana {' '.join(args)} exited {result.returncode}\n"
                                f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}")
@@ -447,9 +449,10 @@ def new_run_id() -> str:
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 
 
-def importtime_profile(project: KalpanaProject, *args: str, top: int = 15) -> dict[str, Any]:
-    """One CLI run under ``-X importtime``: the top-level imports and the heaviest single modules."""
-    result = project.run(*args, python_flags=("-X", "importtime"), timeout=300)
+def importtime_profile(project: KalpanaProject, *args: str, top: int = 15, module: str = "gitops",
+                       stdin: str | None = None) -> dict[str, Any]:
+    """One CLI (or worker) run under ``-X importtime``: the top-level imports and the heaviest single modules."""
+    result = project.run(*args, python_flags=("-X", "importtime"), timeout=300, module=module, stdin=stdin)
     rows = []  # (cumulative s, self s, depth, module)
     for line in result.stderr.splitlines():
         m = _IMPORT_LINE.match(line)
@@ -467,16 +470,18 @@ def importtime_profile(project: KalpanaProject, *args: str, top: int = 15) -> di
     }
 
 
-def cprofile_cli(project: KalpanaProject, *args: str, top: int = 25) -> dict[str, Any]:
-    """One CLI run under cProfile: Kalpana's own functions (module bodies left out) and the hottest functions."""
+def cprofile_cli(project: KalpanaProject, *args: str, top: int = 25, module: str = "gitops",
+                 stdin: str | None = None) -> dict[str, Any]:
+    """One CLI (or worker) run under cProfile: Kalpana's own functions (module bodies left out) and the hottest."""
     fd, name = tempfile.mkstemp(prefix="kalpana-bench-", suffix=".prof")
     os.close(fd)
     out = Path(name)
     try:
         with stopwatch() as timing:
-            subprocess.run([PYTHON, "-m", "cProfile", "-o", str(out), "-m", "gitops", "-c", str(project.config_path),
+            subprocess.run([PYTHON, "-m", "cProfile", "-o", str(out), "-m", module, "-c", str(project.config_path),
                             *args], cwd=project.root, env=project.env(), capture_output=True, text=True,
-                           stdin=subprocess.DEVNULL, timeout=300, check=True)
+                           timeout=300, check=True,
+                           **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}))
         stats = pstats.Stats(str(out))
         entries = []
         for (filename, lineno, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]

@@ -47,7 +47,8 @@ One run starts the real daemon as a subprocess (``python -m gitops -c kalpana.ya
     ``site``) or ``file`` (each is an env edit of ``tiny``, a redeploy). Target < 100 MB, no growth.
 
 ``--profile`` then stops the daemon and runs the command it starts for a push (``kalpana apply
---trigger webhook --fetch site``) once under ``-X importtime`` and once under cProfile, each for a
+--fetch site`` as a webhook job, i.e. ``python -m gitops.worker`` with that job on stdin) once
+under ``-X importtime`` and once under cProfile, each for a
 newly pushed commit: where the child's start-up, fetch and planning time goes.
 
 Usage (repository root; Docker engine and kalpana-test-base:latest as for the other benchmarks)::
@@ -95,6 +96,10 @@ from _common import (Deadline, KalpanaProject, bytecode_note, common_arguments, 
 from tests.integration.daemon_helpers import Daemon as WatchDaemon  # noqa: E402
 from tests.integration.daemon_helpers import (HTTPD, GitRemote, delivery_headers, free_port,  # noqa: E402
                                               push_payload)
+
+from gitops.build import Trigger  # noqa: E402
+from gitops.queue import Job  # noqa: E402
+from gitops.worker_protocol import WORKER_MODULE, encode_job  # noqa: E402
 
 INSTANCE_SECRET = "bench-instance-secret"
 DEPLOYMENT_SECRET = "bench-site-secret"
@@ -167,10 +172,10 @@ class Receiver:
     def first_delivery(self, delivery):
         return self.deliveries.first(delivery)
 
-    def enqueue_push(self, routing, push, delivery):
+    def enqueue_push(self, work, push, delivery):
         line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": "trigger",
                            "deployment": None, "message": f"webhook push to {push.branch} at {push.after[:7]} "
-                           f"(delivery {delivery}): {', '.join(routing.deployments)}"})
+                           f"(delivery {delivery}): {', '.join(work.deployments)}"})
         with lock:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
@@ -809,21 +814,21 @@ def run(args) -> dict[str, Any]:
             memory.append({"when": "idle after (d)", **proc_status(daemon.pid)})
         result["memory"] = memory
         if "b" in only or "c" in only:
-            log("python start-up figures (what each child `kalpana apply` pays first)")
+            log("python start-up figures (what each worker process pays first)")
             result["python_startup"] = python_startup_figures(3)
         errors = [e for e in daemon.events if e.get("event") == "error"]
         result["daemon_errors"] = [e.get("message") for e in errors][:10]
         if args.profile:
             result["daemon_exit_code"] = daemon.stop()
             daemon = None
-            # The command the daemon runs for a push (`apply --trigger webhook --fetch site`), run here once under
+            # The worker the daemon runs for a push (a webhook job fetching and applying site), run here once under
             # -X importtime and once under cProfile, each time for a newly pushed commit (a real fetch and build).
             log("profiling the daemon's child command (the daemon is stopped first)")
-            child = ("apply", "--trigger", "webhook", "--fetch", SITE)
+            job = encode_job(Job(frozenset({SITE}), Trigger.WEBHOOK, fetch=True, reasons=["profile"]))
             remote.commit_and_push({"app/index.html": f"p1-{run_id}"}, "profile 1")
-            profile = importtime_profile(project, *child)
+            profile = importtime_profile(project, module=WORKER_MODULE, stdin=job)
             remote.commit_and_push({"app/index.html": f"p2-{run_id}"}, "profile 2")
-            profile.update(cprofile_cli(project, *child))
+            profile.update(cprofile_cli(project, module=WORKER_MODULE, stdin=job))
             result["child_profile"] = profile
     finally:
         if daemon is not None:
@@ -962,7 +967,7 @@ def print_report(r: dict[str, Any]) -> None:
         print(f"  peak {peak:.1f} MB: {verdict_below(peak, TARGETS['rss_mb'])}; growth 0->{d['samples'][-1]['after_builds']}"
               f" {d['rss_growth_mb']:+.1f} MB, 25->100 {d['rss_growth_25_to_100_mb']:+.1f} MB")
     if r.get("child_profile"):
-        print_profile(r["child_profile"], "profile of the child `kalpana apply --trigger webhook --fetch site` "
+        print_profile(r["child_profile"], "profile of the worker `python -m gitops.worker` (a webhook job for site) "
                       "(run outside the daemon, for a new commit)")
     if r.get("daemon_errors"):
         print("\ndaemon 'error' events: " + " | ".join(r["daemon_errors"]))
