@@ -50,10 +50,12 @@ def now_iso() -> str:
 
 
 def iso(moment: datetime) -> str:
+    """``moment`` as stored in records: ISO-8601, milliseconds, ``Z``."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_iso(value: str) -> datetime:
+    """The inverse of :func:`iso`."""
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 

@@ -34,6 +34,8 @@ class Daemon:
         self._stop = threading.Event()
         self._stop_reason = "stopping"
         self._server = None
+        # The worker and the queue call back into the triggers, which need the queue: the lambdas
+        # look self.triggers up when called, after all three exist.
         self.worker = Worker(config_path, history, events, after_run=lambda: self.triggers.reload_quietly())
         self.work = WorkQueue(self.worker.run, quiet=max(settings.debounce, 0.05),
                               on_supersede=lambda running, job: self.triggers.superseded(running, job),

@@ -90,7 +90,7 @@ class Deployer:
         new_id = None
         try:
             # Create first (the name is free after the rename; the port binds only at start),
-            # so the gap holds the stop and the start alone.
+            # so the gap does not hold the create.
             new_id = self.runtime.create(config)
             if must_stop_old:
                 on_phase(f"stopping the old container {old.name}")

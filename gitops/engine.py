@@ -1,5 +1,8 @@
-"""Executes plans: source -> build -> deploy -> record, emitting events as it goes.
+"""The core: executes plans (source -> build -> deploy -> record), emitting events as it goes.
 
+Every operation the CLI offers, and the HTTP API will, is one method here
+(plan, apply, sync, deploy, stop, start, rollback, status, builds, build and
+app logs, webhooks): callers translate arguments and render, nothing more.
 ``Engine.plan`` and ``Engine.apply`` share one function (``_prepare``); only
 ``apply`` and the operating commands touch Docker beyond one listing.
 """
@@ -9,10 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gitops import labels as L
 from gitops import routing
-from gitops import webhook
 from gitops.builder import Builder
 from gitops.config import Settings
 from gitops.deployer import Deployer
@@ -29,7 +32,10 @@ from gitops.runtime.protocol import Runtime
 from gitops.runtime.objects import Container, Observed
 from gitops.source import NO_SOURCE, GitCheckout, Revision, resolve
 from gitops.spec import Desired
-from gitops.status import DeploymentStatus, report
+
+if TYPE_CHECKING:
+    from gitops.status import DeploymentStatus
+    from gitops.webhook import Endpoint
 
 
 class RecordedFailure(KalpanaError):
@@ -50,6 +56,7 @@ class Outcome:
     error: str | None = None
 
     def to_dict(self) -> dict:
+        """JSON form: the step, ok, the error and the build record."""
         return {**self.step.to_dict(), "ok": self.ok, "error": self.error,
                 "build": self.build.to_dict() if self.build else None}
 
@@ -64,9 +71,11 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
+        """Every file loaded and every executed step succeeded."""
         return self.load.ok and all(o.ok for o in self.outcomes)
 
     def to_dict(self) -> dict:
+        """JSON form (`apply --json`, the worker's result line)."""
         return {"ok": self.ok, "plan": self.plan.to_dict(), "errors": [str(e) for e in self.load.errors],
                 "results": [o.to_dict() for o in self.outcomes]}
 
@@ -112,6 +121,8 @@ class Engine:
 
     def status(self) -> list[DeploymentStatus]:
         """Every declared deployment (and any container no file declares any more): state, URL, build."""
+        from gitops.status import report  # imported here: a no-op apply never needs it
+
         return report(self.load(), self.runtime, self.history, self.instance)
 
     def builds(self, name: str, limit: int | None = 20) -> list[Build]:
@@ -138,8 +149,10 @@ class Engine:
         """The app's output as it comes, after its last ``tail`` lines."""
         return self.runtime.follow_logs(self._container_of(name).id, tail=tail)
 
-    def webhooks(self) -> list[webhook.Endpoint]:
+    def webhooks(self) -> list[Endpoint]:
         """Each deployment's webhook URL (for GitHub), after the instance-wide one."""
+        from gitops import webhook  # imported here: a no-op apply never needs it
+
         load = self.load()
         settings = self.settings
         base = settings.public_url or f"http://{settings.listen}"
@@ -479,12 +492,17 @@ class Engine:
         raise KalpanaError(f"{name} has no earlier successful build whose image still exists: nothing to roll back to")
 
     def _require(self, name: str, *, history: bool = False) -> None:
-        """UnknownDeployment unless a file declares ``name``, a container of it exists or (``history``) it has builds.
+        """UnknownDeployment unless a file declares ``name``, or it has builds (``history``: reading it), or a container.
 
-        Cheapest evidence first: a declared name needs no Docker call.
+        Reading commands ask the files and the history only, so they answer without Docker;
+        commands that change a container also accept one that no file declares any more.
         """
         load = self.load()
-        if name in load.desired or (history and self.history.latest(name) is not None):
+        if name in load.desired:
+            return
+        if history:
+            if self.history.latest(name) is None:
+                _require_known({name}, load)
             return
         _require_known({name}, load, also=set(self.runtime.observe(self.instance).containers))
 

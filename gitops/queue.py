@@ -46,6 +46,7 @@ class Job:
         return self.names is None or other.names is None or bool(self.names & other.names)
 
     def describe(self) -> str:
+        """One line for the daemon's log: which deployments, the trigger, whether it fetches."""
         what = "all deployments" if self.names is None else ", ".join(sorted(self.names))
         return f"{what} ({self.trigger.value}{', fetch' if self.fetch or self.config else ''})"
 
@@ -69,6 +70,7 @@ class Running:
         self.cancel_reason: str | None = None
 
     def cancel(self, reason: str) -> None:
+        """Ask the runner to stop, saying why (recorded on the cancelled builds)."""
         self.cancel_reason = reason
         self.cancelled.set()
 
@@ -100,6 +102,7 @@ class WorkQueue:
         self._thread = threading.Thread(target=self._work, name="kalpana-worker", daemon=True)
 
     def start(self) -> None:
+        """Start the worker thread."""
         self._thread.start()
 
     def submit(self, job: Job) -> None:
@@ -124,6 +127,7 @@ class WorkQueue:
 
     @property
     def busy(self) -> bool:
+        """A job runs or waits."""
         with self._lock:
             return self._running is not None or self._pending is not None
 

@@ -39,6 +39,7 @@ class DeploymentStatus:
     detail: str
 
     def to_dict(self) -> dict:
+        """JSON form (`kalpana status --json`)."""
         data = asdict(self)
         data["state"] = self.state.value
         return data

@@ -254,6 +254,7 @@ class Triggers:
     # -- pushes (the webhook server's Receiver) ------------------------------
 
     def secret_for(self, name: str | None) -> tuple[str | None, str]:
+        """(secret, the setting that holds it) of a deployment, or of the instance when ``name`` is None."""
         if name is None:
             return self.settings.webhook_secret, "webhook_secret in kalpana.yaml (or KALPANA_WEBHOOK_SECRET)"
         d = self._load.desired.get(name)
@@ -261,9 +262,11 @@ class Triggers:
         return (d.spec.webhook_secret if d else None), f"webhook_secret in {where}"
 
     def known(self, name: str) -> bool:
+        """Does a file declare ``name`` (as of the daemon's last reload)?"""
         return name in self._load.desired
 
     def targets(self, name: str | None) -> list[wh.Target]:
+        """What a push to this endpoint may rebuild: the config repository and/or deployments' git sources."""
         found = []
         if name is None and self.settings.repo is not None:
             found.append(wh.Target(None, self.settings.repo.url, self.settings.repo.branch))
@@ -281,9 +284,11 @@ class Triggers:
         return found
 
     def first_delivery(self, delivery: str | None) -> bool:
+        """Record ``delivery``; False when GitHub sent it before (a redelivery builds nothing)."""
         return self.deliveries.first(delivery)
 
     def enqueue_push(self, work: wh.PushWork, push: wh.Push, delivery: str | None) -> None:
+        """Queue what a push asks for: a sync of the config repository and/or a fetch + apply of deployments."""
         what = (["config repository"] if work.config else []) + work.deployments
         self.events.emit(Triggered(None, f"webhook push to {push.branch} at {push.after[:7]}"
                                    f" (delivery {delivery or '-'}): {', '.join(what)}"))

@@ -137,6 +137,7 @@ class PushWork:
 
     @property
     def anything(self) -> bool:
+        """Does the push rebuild anything at all?"""
         return self.config or bool(self.deployments)
 
 
@@ -168,6 +169,7 @@ class Endpoint:
     repo: str | None  # the repository it follows (credentials masked)
 
     def to_dict(self) -> dict:
+        """JSON form (`kalpana webhooks --json`)."""
         return {"name": self.name, "url": self.url, "secret_set": self.secret_set,
                 "auto_rebuild": self.auto_rebuild, "repo": self.repo}
 

@@ -9,6 +9,10 @@ the engine. The line format between the two is ``worker_protocol``.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
+import os
 import signal
 import subprocess
 import sys
@@ -52,6 +56,32 @@ class Worker:
         watcher.start()
         errors = _Drain(child.stderr)  # read stderr alongside stdout: a full pipe would block the child
         try:
+            builds, result = self._follow(child, job)
+            stderr = errors.result()
+            code = child.wait()
+        except BaseException:
+            # Nobody reads the child's output any more: left alone it would block on a full pipe while
+            # holding the apply lock, and every later run would wait for it. It runs in its own session.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
+        self._after_run()
+        if running.cancel_reason:
+            self._mark_cancelled(builds, running.cancel_reason)
+        ok = code == 0
+        if running.cancel_reason:
+            outcome, detail = "cancelled", running.cancel_reason
+        else:
+            outcome = "done" if ok else "failed"
+            detail = "" if ok else (stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {code}")
+        self.events.emit(JobFinished(None, f"{job.describe()} {outcome} in {time.monotonic() - started:.1f} s"
+                                     + (f": {detail}" if detail else ""), ok=ok, cancelled=running.cancel_reason,
+                                     changed=result.changed if result else 0))
+
+    def _follow(self, child: subprocess.Popen, job) -> tuple[set[str], wire.RunResult | None]:
+        """Send the job, relay the child's events until it closes stdout; the builds it touched and its result."""
+        try:
             child.stdin.write(wire.encode_job(job))
             child.stdin.close()
         except OSError:
@@ -67,20 +97,7 @@ class Worker:
                 if build_id:
                     builds.add(build_id)
                 self.events.emit(message)
-        stderr = errors.result()
-        code = child.wait()
-        self._after_run()
-        if running.cancel_reason:
-            self._mark_cancelled(builds, running.cancel_reason)
-        ok = code == 0
-        if running.cancel_reason:
-            outcome, detail = "cancelled", running.cancel_reason
-        else:
-            outcome = "done" if ok else "failed"
-            detail = "" if ok else (stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {code}")
-        self.events.emit(JobFinished(None, f"{job.describe()} {outcome} in {time.monotonic() - started:.1f} s"
-                                     + (f": {detail}" if detail else ""), ok=ok, cancelled=running.cancel_reason,
-                                     changed=result.changed if result else 0))
+        return builds, result
 
     def _cancel_when_asked(self, running: Running, child: subprocess.Popen) -> None:
         while child.poll() is None:
@@ -126,6 +143,9 @@ def child_main(argv: list[str] | None = None) -> int:
     # SIGTERM (the daemon's cancel) gets what Ctrl-C gets: the build is recorded
     # CANCELLED and the old container restored.
     signal.signal(signal.SIGTERM, _interrupt)
+    # A short-lived process: skip the full garbage collection at exit (about 0.1 s), as the CLI does.
+    atexit.register(gc.freeze)
+    from gitops.crash import EXIT_CODE, crash_line
     from gitops.errors import KalpanaError
 
     try:
@@ -138,6 +158,9 @@ def child_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, as in the CLI
+        sys.stderr.write(f"error: {crash_line(exc)}\n")
+        return EXIT_CODE
     sys.stdout.write(wire.encode_result(result.to_dict()))
     sys.stdout.flush()
     return 0 if result.ok else 1

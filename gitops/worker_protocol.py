@@ -31,12 +31,11 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class RunResult:
-    """The last line of a worker: did everything succeed, how many steps ran, what failed to load."""
+    """The last line of a worker: did everything succeed, how many steps ran, which files failed to load."""
 
     ok: bool
     changed: int = 0
     errors: list[str] = field(default_factory=list)
-    detail: dict[str, Any] = field(default_factory=dict)  # the whole ApplyResult as JSON, for whoever wants it
 
 
 def child_command(config: Path | None, python: str = sys.executable) -> list[str]:
@@ -62,13 +61,21 @@ def encode_job(job: Job) -> str:
 
 
 def decode_job(line: str) -> Job:
-    """The job a worker was sent; ProtocolError for anything else."""
+    """The job a worker was sent; ProtocolError for anything else (nothing is guessed)."""
     try:
         data = json.loads(line)
         names = data["names"]
+        flags = {key: data[key] for key in ("fetch", "config", "prune", "heal")}
+        if names is not None and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            raise TypeError("names must be null or a non-empty list of names")
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise TypeError("fetch, config, prune and heal must be true or false")
+        if not (isinstance(data["reasons"], list) and all(isinstance(r, str) for r in data["reasons"])):
+            raise TypeError("reasons must be a list of strings")
+        if data["commit"] is not None and not isinstance(data["commit"], str):
+            raise TypeError("commit must be null or a string")
         return Job(frozenset(names) if names is not None else None, Trigger(data["trigger"]),
-                   fetch=bool(data["fetch"]), config=bool(data["config"]), commit=data["commit"],
-                   reasons=[str(r) for r in data["reasons"]], prune=bool(data["prune"]), heal=bool(data["heal"]))
+                   commit=data["commit"], reasons=list(data["reasons"]), **flags)
     except (ValueError, KeyError, TypeError) as exc:
         raise ProtocolError(f"not a job line ({exc}): {line[:200]!r}") from None
 
@@ -93,6 +100,5 @@ def decode_line(line: str) -> Event | RunResult | None:
         return None
     if data["event"] == RESULT:
         return RunResult(ok=bool(data.get("ok")), changed=len(data.get("results") or []),
-                         errors=[str(e) for e in data.get("errors") or []],
-                         detail={k: v for k, v in data.items() if k != "event"})
+                         errors=[str(e) for e in data.get("errors") or []])
     return event_from_dict(data)

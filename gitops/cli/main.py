@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import atexit
 import gc
-import os
 import signal
 import sys
-import tempfile
-import traceback
 from functools import cached_property
 
 import click
@@ -65,11 +62,10 @@ class KalpanaGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            fd, path = tempfile.mkstemp(prefix="kalpana-crash-", suffix=".log")
-            with os.fdopen(fd, "w") as handle:
-                traceback.print_exc(file=handle)
-            _error(f"unexpected error: {type(exc).__name__}: {exc} (traceback written to {path}; please report it)")
-            sys.exit(70)
+            from gitops.crash import EXIT_CODE, crash_line
+
+            _error(crash_line(exc))
+            sys.exit(EXIT_CODE)
 
 
 def _error(message: str) -> None:

@@ -36,10 +36,12 @@ STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "CANCELLED": "yellow", "BUI
 
 
 def out_console() -> Console:
+    """A rich console on stdout."""
     return _console(stderr=False)
 
 
 def err_console() -> Console:
+    """A rich console on stderr (progress beside --json, errors)."""
     return _console(stderr=True)
 
 
@@ -131,14 +133,20 @@ def _table(*columns: str) -> Table:
 
 def plan_table(plan: Plan) -> Table:
     """The plan as a table: deployment, action, reason."""
-    table = _table("DEPLOYMENT", "ACTION", "REASON")
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("DEPLOYMENT", style="bold")
+    table.add_column("ACTION")
+    table.add_column("REASON", overflow="fold")
     for step in plan.steps:
         style = ACTION_STYLE[step.action]
-        table.add_row(f"[bold]{escape(step.name)}[/bold]", f"[{style}]{step.action.value}[/{style}]", escape(step.reason))
+        table.add_row(escape(step.name), f"[{style}]{step.action.value}[/{style}]", escape(step.reason))
     return table
 
 
 def styled(value: str | None) -> str:
+    """A status or state in its colour (the text itself always says it too)."""
     if value is None:
         return "-"
     style = STATUS_STYLE.get(value)
@@ -146,6 +154,7 @@ def styled(value: str | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
+    """Seconds as people read them: 4.2s, 3m07s, 5h02m, 3d4h."""
     if seconds is None:
         return "-"
     if seconds < 60:

@@ -30,7 +30,8 @@ class LogLines:
         now = datetime.now(timezone.utc)
         if self.json:
             # The build record is in the history (`kalpana builds`); one log line stays one short line.
-            fields = {k: v for k, v in event.to_dict().items() if k != "build"}
+            fields = {k: v for k, v in event.to_dict().items()
+                      if k != "build" and not (k == "build_id" and v is None)}
             line = json.dumps({"time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"), **fields},
                               default=str)
         else:

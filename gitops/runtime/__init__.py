@@ -1,5 +1,7 @@
-"""Everything that talks to the Docker engine.
+"""Everything that talks to the container engine.
 
-``objects`` holds plain wrappers (no docker import, so the planner can use
-them); ``docker_runtime`` is the only module that imports the docker SDK.
+``protocol`` says what the core needs (``Runtime``, ``ContainerConfig``);
+``objects`` holds plain wrappers of the engine's listings (no docker import,
+so the planner can use them); ``docker_runtime`` is the real runtime and the
+only module that imports the docker SDK.
 """

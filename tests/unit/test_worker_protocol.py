@@ -47,8 +47,13 @@ def test_a_job_survives_the_line_that_carries_it(job):
     assert wire.decode_job(line) == job
 
 
-@pytest.mark.parametrize("line", ["", "{}", "not json", '{"names": 3, "trigger": "auto"}',
-                                  json.dumps({**json.loads(wire.encode_job(JOBS[0])), "trigger": "cron"})])
+def _job_with(**changes) -> str:
+    return json.dumps({**json.loads(wire.encode_job(JOBS[1])), **changes})
+
+
+@pytest.mark.parametrize("line", ["", "{}", "not json", '{"names": 3, "trigger": "auto"}', _job_with(trigger="cron"),
+                                  _job_with(names="web"), _job_with(names=[]), _job_with(fetch="false"),
+                                  _job_with(reasons="push"), _job_with(commit=7)])
 def test_a_line_that_is_not_a_job_is_refused_clearly(line):
     with pytest.raises(wire.ProtocolError, match="not a job line"):
         wire.decode_job(line)
