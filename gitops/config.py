@@ -8,6 +8,7 @@ the Docker client honours ``DOCKER_HOST``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,6 +50,14 @@ class Settings(BaseModel):
     stop_timeout: int = Field(10, ge=0, description="Seconds a container gets to stop before it is killed.")
     keep_images: int = Field(5, ge=1, description="Images kept per deployment (rollback targets); older ones are removed.")
     log_tail: int = Field(20, ge=0, description="Container log lines quoted when a new container fails.")
+    keep_builds: int = Field(50, ge=1, description="Build records (and their logs) kept per deployment; older ones "
+                             "go, except those of running containers and of the images kept for rollback.")
+    max_log_bytes: int = Field(5_000_000, ge=10_000, description="Stored size cap of one build log (head and tail "
+                               "are kept, with a marker saying what was cut); live output is not cut.")
+    allowed_roots: list[Path] = Field(default_factory=list, description="Directories deployment files may read "
+                                      "from (source.path, env_file) besides the workspace.")
+    publish_address: str = Field("0.0.0.0", description="Host address host ports are published on (port mode); "
+                                 "127.0.0.1 keeps deployments off the network.")
     traefik_base_url: str | None = Field(None, description="Base domain for subdomain routing (TRAEFIK_BASE_URL).")
     traefik_email: str | None = Field(None, description="Let's Encrypt account email (TRAEFIK_EMAIL).")
     traefik_network: str = Field("traefik-proxy", description="Docker network shared with Traefik (TRAEFIK_NETWORK).")
@@ -64,6 +73,23 @@ class Settings(BaseModel):
 
     # Where the settings came from; relative paths above resolve against it.
     config_dir: Path = Field(Path("."), exclude=True)
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        # From the environment the list comes as one string: "/srv/apps:/opt/shared" (or commas).
+        if isinstance(value, str):
+            return [part for part in value.replace(",", os.pathsep).split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("publish_address")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address of this host, such as 0.0.0.0 or 127.0.0.1") from None
+        return value
 
     @field_validator("traefik_base_url")
     @classmethod
@@ -102,6 +128,11 @@ class Settings(BaseModel):
         if self.repo and "workspace" not in self.model_fields_set:
             return self.config_checkout
         return self._resolve(self.workspace)
+
+    @property
+    def allowed_root_paths(self) -> list[Path]:
+        """``allowed_roots``, resolved (symlinks included) against the settings file's directory."""
+        return [self._resolve(root).resolve() for root in self.allowed_roots]
 
     @property
     def checkouts_path(self) -> Path:
