@@ -7,6 +7,8 @@ and the history store all share one model; ``history`` persists it.
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -83,6 +85,16 @@ class Build:
     host: str | None = None
 
     @property
+    def orphaned(self) -> bool:
+        """An unfinished build whose process on this host is gone (killed): nothing will ever finish it.
+
+        Builds of other hosts cannot be checked from here and are never called orphaned.
+        """
+        if self.status.finished or not isinstance(self.pid, int) or self.host != socket.gethostname():
+            return False
+        return self.pid == os.getpid() or not process_alive(self.pid)
+
+    @property
     def duration(self) -> float | None:
         """Seconds from start to completion, or None while either is missing."""
         if not self.started_at or not self.completed_at:
@@ -118,3 +130,21 @@ FIELDS = frozenset(_FIELD_NAMES)  #: every field name of a Build
 # Plain dict look-ups: calling the Enum class costs more than the rest of a record.
 _STATUSES = {s.value: s for s in BuildStatus}
 _TRIGGERS = {t.value: t for t in Trigger}
+
+
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    except OSError:
+        return False
+    # A zombie has exited but not been reaped: it runs nothing any more.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

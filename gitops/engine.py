@@ -142,12 +142,14 @@ class Engine:
         return build, self.history.logs(build.id)
 
     def app_logs(self, name: str, tail: int | str = 200) -> str:
-        """The last ``tail`` lines the running app wrote."""
-        return self.runtime.logs(self._container_of(name).id, tail=tail)
+        """The last ``tail`` lines the running app wrote, its env values masked like build logs."""
+        container, masker = self._container_of(name)
+        return masker.mask(self.runtime.logs(container.id, tail=tail))
 
     def follow_app_logs(self, name: str, tail: int | str = 200) -> Iterator[str]:
-        """The app's output as it comes, after its last ``tail`` lines."""
-        return self.runtime.follow_logs(self._container_of(name).id, tail=tail)
+        """The app's output as it comes, after its last ``tail`` lines, masked line by line."""
+        container, masker = self._container_of(name)
+        return masked_lines(self.runtime.follow_logs(container.id, tail=tail), masker)
 
     def webhooks(self) -> list[Endpoint]:
         """Each deployment's webhook URL (for GitHub), after the instance-wide one."""
@@ -491,7 +493,7 @@ class Engine:
                 return build
         raise KalpanaError(f"{name} has no earlier successful build whose image still exists: nothing to roll back to")
 
-    def _require(self, name: str, *, history: bool = False) -> None:
+    def _require(self, name: str, *, history: bool = False) -> LoadResult:
         """UnknownDeployment unless a file declares ``name``, or it has builds (``history``: reading it), or a container.
 
         Reading commands ask the files and the history only, so they answer without Docker;
@@ -499,12 +501,13 @@ class Engine:
         """
         load = self.load()
         if name in load.desired:
-            return
+            return load
         if history:
             if self.history.latest(name) is None:
                 _require_known({name}, load)
-            return
+            return load
         _require_known({name}, load, also=set(self.runtime.observe(self.instance).containers))
+        return load
 
     def _build_of(self, name: str, build_id: str) -> Build:
         build = self.history.get(build_id)
@@ -512,12 +515,33 @@ class Engine:
             raise KalpanaError(f"no build {build_id!r} of {name}: see `kalpana builds {name}`")
         return build
 
-    def _container_of(self, name: str) -> Container:
-        self._require(name, history=True)
+    def _container_of(self, name: str) -> tuple[Container, Masker]:
+        """The deployment's container, and the masker of its secrets (none known when no file declares it)."""
+        load = self._require(name, history=True)
         container = self.runtime.observe(self.instance).containers.get(name)
         if container is None:
             raise KalpanaError(f"{name} has no container: `kalpana apply` deploys it")
-        return container
+        desired = load.desired.get(name)
+        return container, self._masker(desired) if desired else Masker([])
+
+
+def masked_lines(chunks: Iterator[str], masker: Masker, flush_at: int = 65536) -> Iterator[str]:
+    """Mask a stream whole lines at a time: a secret split across two chunks is still one line.
+
+    A line that never ends (a progress bar) is let through once ``flush_at`` characters wait.
+    """
+    pending = ""
+    for chunk in chunks:
+        pending += chunk
+        cut = pending.rfind("\n") + 1
+        if cut == 0 and len(pending) < flush_at:
+            continue
+        if cut == 0:
+            cut = len(pending)
+        yield masker.mask(pending[:cut])
+        pending = pending[cut:]
+    if pending:
+        yield masker.mask(pending)
 
 
 def _require_known(names: set[str], load: LoadResult, also: set[str] = frozenset()) -> None:

@@ -58,7 +58,10 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str) 
         latest = latest_of.get(name)
         desired = load.desired.get(name)
         detail = ""
-        if latest and latest.status in (BuildStatus.BUILDING, BuildStatus.PENDING):
+        # A build whose process was killed says BUILDING until the next apply marks it: what runs
+        # (or not) is the truth then, with a note, not "building" for ever.
+        interrupted = latest is not None and latest.orphaned
+        if latest and latest.status in (BuildStatus.BUILDING, BuildStatus.PENDING) and not interrupted:
             state = State.BUILDING
         elif container and container.state == "restarting":
             state = State.CRASH_LOOPING
@@ -80,6 +83,9 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str) 
             detail = "no file declares it (the next apply removes it)"
         if latest and latest.status is BuildStatus.FAILED and state is State.RUNNING:
             detail = f"last build {latest.id} failed; the previous version serves"
+        if interrupted:
+            detail = (f"build {latest.id} was interrupted (its process is gone); "
+                      + ("the previous version serves" if state is State.RUNNING else "`kalpana apply` repairs it"))
         uptime = None
         if container and container.running:
             started = runtime.started_at(container.id)
@@ -90,5 +96,7 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str) 
             name=name, state=state, url=routing.url(port) if state is State.RUNNING else None,
             build_id=container.build_id if container else None, image=container.image if container else None,
             uptime_seconds=uptime, container=container.name if container else None,
-            last_build_status=latest.status.value if latest else None, detail=detail))
+            # An interrupted build is recorded FAILED by the next run: say so now.
+            last_build_status=(BuildStatus.FAILED.value if interrupted else latest.status.value) if latest else None,
+            detail=detail))
     return rows

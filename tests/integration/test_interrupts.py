@@ -7,7 +7,7 @@ import threading
 import time
 
 from .helpers import (builds, deploy_web, finish, get, only_container, output, running_count, spawn,
-                      wait_for_status, web_spec)
+                      status_row, wait_for_status, web_spec)
 
 
 def test_sigkill_mid_build_then_apply_recovers(kalpana_project):
@@ -26,6 +26,10 @@ def test_sigkill_mid_build_then_apply_recovers(kalpana_project):
     assert get(p, port) == "v1"
     assert only_container(p, "killed").id == before.id
     assert builds(p, "killed")[0]["status"] == "BUILDING", "nothing can have finished a killed run's record"
+    # status knows the process is gone: not "building" for ever, but what serves, with a note.
+    row = status_row(p, "killed")
+    assert row["state"] == "running" and row["url"] == f"http://localhost:{port}", row
+    assert f"build {stuck['id']} was interrupted" in row["detail"] and row["last_build_status"] == "FAILED", row
 
     p.write_deployment("killed", web_spec("killed", build_command="echo fixed"))
     result = p.run("apply")

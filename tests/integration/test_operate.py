@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .helpers import builds, deploy_web, get, host_port, image_tags, only_container, output, plan_steps, web_spec
+from .helpers import (HTTPD, builds, deploy_web, get, host_port, image_tags, only_container, output, plan_steps,
+                      web_spec)
 
 
 def test_stop_keeps_it_stopped_across_apply_until_start(kalpana_project):
@@ -100,7 +101,8 @@ def test_secrets_are_masked_in_printed_and_stored_logs(kalpana_project):
     secret = "s3cr3t-value"
     p.write_app("masked", {"index.html": "v1"})
     p.write_deployment("masked", web_spec("masked", env={"API_TOKEN": secret},
-                                          build_command=f"echo token is {secret}"))
+                                          build_command=f"echo token is {secret}",
+                                          start_command=f'echo "app token is $API_TOKEN"; {HTTPD}'))
     applied = p.run("apply")
     assert get(p, host_port(p, "masked")) == "v1"
     assert secret not in output(applied)
@@ -118,8 +120,11 @@ def test_secrets_are_masked_in_printed_and_stored_logs(kalpana_project):
     for path in p.state_dir.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), f"the secret reached {path}"
-    # The app itself still gets the real value.
+    # The app itself still gets the real value, and what it prints is masked like build output.
     assert f"API_TOKEN={secret}" in only_container(p, "masked").attrs["Config"]["Env"]
+    app_logs = p.run("logs", "masked", "--app")
+    assert "app token is ***" in app_logs.stdout, app_logs.stdout
+    assert secret not in output(app_logs)
 
 
 def test_unknown_deployment_lists_known_ones(kalpana_project):
