@@ -7,8 +7,10 @@ guide's JSON examples are valid files as they stand.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import posixpath
 import re
 from enum import Enum
 from typing import Any
@@ -210,6 +212,14 @@ class Deployment(_Model):
             raise ValueError("must not contain '--' (Kalpana reserves it)")
         return value
 
+    @field_validator("dockerfile")
+    @classmethod
+    def _inside_source(cls, value: str | None) -> str | None:
+        # Checked again against the resolved source (symlinks) by the loader; this catches the git sources too.
+        if value and (value.startswith("/") or posixpath.normpath(value).split("/")[0] == ".."):
+            raise ValueError("must be a relative path inside the source (e.g. Dockerfile or docker/Dockerfile)")
+        return value
+
     @field_validator("working_dir")
     @classmethod
     def _absolute(cls, value: str) -> str:
@@ -228,6 +238,23 @@ class Deployment(_Model):
         if self.exposed_port and not self.port:
             raise FieldProblem("exposed_port", "needs port (the port the app listens on inside the container)")
         return self
+
+
+@functools.cache
+def spellings(model: type[BaseModel]) -> dict[str, str]:
+    """Every key a field of ``model`` is accepted under (snake_case, camelCase, other aliases) -> the field's name.
+
+    One shared dict per model: read it, never change it.
+    """
+    names: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        names[name] = name
+        if info.alias:
+            names[info.alias] = name
+        choices = info.validation_alias.choices if isinstance(info.validation_alias, AliasChoices) \
+            else [info.validation_alias]
+        names.update({choice: name for choice in choices if isinstance(choice, str)})
+    return names
 
 
 class FieldProblem(ValueError):
@@ -278,17 +305,24 @@ class Desired:
 
     ``image`` is the effective base image and ``env`` the merged environment
     (env_file under env); ``hashes`` are the per-field digests of both.
+    ``lines`` holds the line of each top-level field the file sets.
     """
 
-    __slots__ = ("spec", "file", "line", "image", "env", "hashes")
+    __slots__ = ("spec", "file", "line", "image", "env", "hashes", "lines")
 
-    def __init__(self, spec: Deployment, file: str, line: int, *, image: str | None, env: dict[str, str]):
+    def __init__(self, spec: Deployment, file: str, line: int, *, image: str | None, env: dict[str, str],
+                 lines: dict[str, int] | None = None):
         self.spec = spec
         self.file = file
         self.line = line
         self.image = image
         self.env = env
         self.hashes = field_hashes(spec, image=image, env=env)
+        self.lines = lines or {}
+
+    def line_of(self, field: str) -> int:
+        """The line of ``field`` in the file (the deployment's first line when the file does not set it)."""
+        return self.lines.get(field, self.line)
 
     @property
     def name(self) -> str:

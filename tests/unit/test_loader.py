@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from gitops.loader import LoadResult, load_directory, load_file
+from gitops import loader
+from gitops.loader import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES, LoadResult, load_directory, load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,6 +205,41 @@ def test_env_vars_error_names_the_env_field(project: Path) -> None:
     assert error.field in ("env", "envVars"), str(error)
 
 
+@pytest.mark.parametrize(("first", "second", "field"), [
+    ("start_command: a", "startCommand: b", "start_command"),
+    ("buildCommand: make", "build_command: make all", "build_command"),
+    ("env: {A: '1'}", "envVars: B=2", "env"),
+    ("envVars: B=2", "env_vars: {C: '3'}", "env"),
+    ("workingDir: /srv", "working_dir: /app", "working_dir"),
+    ("autoRebuild: true", "auto_rebuild: false", "auto_rebuild"),
+    ("exposed_port: 8080", "exposedPort: 8081", "exposed_port"),
+    ("webhookSecret: x", "webhook_secret: y", "webhook_secret"),
+    ("envFile: a.env", "env_file: b.env", "env_file"),
+])
+def test_a_field_under_two_of_its_names_is_one_field_given_twice(project: Path, first: str, second: str,
+                                                                 field: str) -> None:
+    write(project, "deployments.d/two.yaml", f"name: two\nstart_command: run\nport: 80\n{first}\n{second}\n"
+          .replace("start_command: run\n", "", 1 if field == "start_command" else 0))
+    error = only_error(load(project))
+    first_key, second_key = first.split(":")[0], second.split(":")[0]
+    line = 4 if field == "start_command" else 5
+    assert error == (f"deployments.d/two.yaml:{line}: {field}: given twice, as {first_key!r} (line {line - 1}) and "
+                     f"{second_key!r} (line {line}): both names are the same field, keep one")
+
+
+def test_a_nested_field_under_two_names_is_given_twice(project: Path) -> None:
+    write(project, "deployments.d/two.yaml", """\
+        name: two
+        start_command: run
+        source:
+          repo: https://example.com/app.git
+          token_env: A
+          tokenEnv: B
+        """)
+    assert only_error(load(project)) == ("deployments.d/two.yaml:6: source.token_env: given twice, as 'token_env' "
+                                         "(line 5) and 'tokenEnv' (line 6): both names are the same field, keep one")
+
+
 # --- YAML-level problems -----------------------------------------------------------------------------
 
 def test_invalid_yaml_syntax_has_its_line(project: Path) -> None:
@@ -244,6 +282,153 @@ def test_non_mapping_document(project: Path, text: str, line: int) -> None:
     (project / "deployments.d" / "odd.yaml").write_text(text)
     assert only_error(load(project)) == \
         f"deployments.d/odd.yaml:{line}: a deployment must be a mapping of fields (name, start_command, ...)"
+
+
+def test_yaml_error_gives_the_parsers_problem_not_the_files_lines(project: Path) -> None:
+    write(project, "deployments.d/syn.yaml", """\
+        name: syn
+        start_command: run
+          password: hunter2-secret
+        """)
+    error = only_error(load(project))
+    assert error == ("deployments.d/syn.yaml:3: not valid YAML: mapping values are not allowed in this context: "
+                     "fix that line")
+
+
+def test_yaml_error_without_libyaml_quotes_no_content() -> None:
+    # PyYAML's pure-Python parser puts the offending lines (a "snippet") in str(error): none may show.
+    text = "name: syn\nstart_command: run\n  password: hunter2-secret\n"
+    with pytest.raises(yaml.YAMLError) as caught:
+        yaml.load(text, Loader=yaml.SafeLoader)
+    assert "hunter2" in str(caught.value)
+    line, problem = loader._yaml_problem(caught.value, text)
+    assert (line, problem) == (3, "mapping values are not allowed here")
+
+
+def test_control_character_is_located_without_quoting_it(project: Path) -> None:
+    (project / "deployments.d" / "ctl.yaml").write_text("name: ctl\nstart_command: run\ntoken: sec\x00ret\n")
+    assert only_error(load(project)) == \
+        "deployments.d/ctl.yaml:3: not valid YAML: character #x0000 is not allowed in YAML: fix that line"
+
+
+@pytest.mark.parametrize(("value", "kind"), [("2001-13-01", "timestamp"), ("!!float hunter2", "float"),
+                                             ("!!int 0xhunter2", "int")])
+def test_value_that_python_cannot_read_is_a_located_yaml_error(project: Path, value: str, kind: str) -> None:
+    # These used to escape as a raw ValueError (a crash) quoting the value.
+    write(project, "deployments.d/val.yaml", f"name: val\nstart_command: run\nwhen: {value}\n")
+    assert only_error(load(project)) == \
+        f"deployments.d/val.yaml:3: not valid YAML: the value cannot be read as a {kind}: fix that line"
+
+
+def test_a_key_that_is_a_list_is_refused_without_quoting_it(project: Path) -> None:
+    write(project, "deployments.d/key.yaml", "name: key\nstart_command: run\n? [hunter2, x]\n: 1\n")
+    assert only_error(load(project)) == "deployments.d/key.yaml:3: a key must be a name, not a list or a mapping"
+
+
+# --- size, depth and alias bombs (issue 8, point 6) ---------------------------------------------------------
+
+def alias_bomb(levels: int) -> str:
+    """The "billion laughs": each level is ten aliases of the one before (10**levels strings)."""
+    lines = ["name: bomb", "start_command: run", "a: &a [" + ",".join(['"x"'] * 10) + "]"]
+    names = "abcdefghijklm"
+    for level in range(1, levels):
+        lines.append(f"{names[level]}: &{names[level]} [" + ",".join([f"*{names[level - 1]}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("levels", [5, 7, 9])
+def test_alias_bomb_is_refused_at_the_alias_that_crosses_the_budget(project: Path, levels: int) -> None:
+    (project / "deployments.d" / "bomb.yaml").write_text(alias_bomb(levels))
+    started = time.monotonic()
+    error = only_error(load(project))
+    # Measured at about 1 ms; before the guard 7 levels took over 20 s and 1.8 GB. Generous, not a benchmark.
+    assert time.monotonic() - started < 5
+    assert error == (f"deployments.d/bomb.yaml:6: YAML aliases expand to more than {MAX_ALIAS_NODES} nodes "
+                     "(an alias bomb): a deployment needs far fewer, write the values out or use fewer aliases")
+
+
+def test_alias_budget_counts_the_whole_file_not_each_document(project: Path) -> None:
+    # Each document stays under the budget; together they do not.
+    document = "name: d{n}\nstart_command: run\nx: &x [" + ",".join(['"y"'] * 999) + "]\nz: [*x, *x, *x, *x]\n"
+    (project / "deployments.d" / "many.yaml").write_text("---\n".join(document.format(n=n) for n in range(3)))
+    assert "YAML aliases expand to more than" in only_error(load(project))
+
+
+def test_recursive_alias_is_refused(project: Path) -> None:
+    write(project, "deployments.d/loop.yaml", "name: loop\nstart_command: run\nenv: &e {A: *e}\n")
+    assert only_error(load(project)) == ("deployments.d/loop.yaml:3: alias *e is used inside the node it names: "
+                                         "recursive YAML cannot be a deployment, write the value out")
+
+
+def test_deep_nesting_is_refused_where_it_gets_too_deep(project: Path) -> None:
+    # 200,000 levels crashed the process (libyaml's composer recursion); far fewer are refused.
+    depth = 200_000
+    (project / "deployments.d" / "deep.yaml").write_text(
+        "name: deep\nstart_command: run\nx: " + "[" * depth + "]" * depth + "\n")
+    assert only_error(load(project)) == \
+        f"deployments.d/deep.yaml:3: nested more than {MAX_DEPTH} levels deep: a deployment needs a few, flatten it"
+
+
+def test_depth_counts_what_aliases_stand_for(project: Path) -> None:
+    # Each half is shallow enough; the alias puts one inside the other.
+    half = MAX_DEPTH // 2 + 1
+    (project / "deployments.d" / "deep.yaml").write_text(
+        "name: deep\nstart_command: run\n"
+        f"a: &a {'[' * half}x{']' * half}\n"
+        f"b: {'[' * half}*a{']' * half}\n")
+    assert only_error(load(project)) == (f"deployments.d/deep.yaml:4: nested more than {MAX_DEPTH} levels deep "
+                                         "once aliases are written out: a deployment needs a few, flatten it")
+
+
+def test_a_file_over_the_size_cap_is_refused_unparsed(project: Path) -> None:
+    path = project / "deployments.d" / "big.yaml"
+    path.write_text("name: big\nstart_command: run\n# " + "x" * MAX_FILE_BYTES + "\n")
+    size = path.stat().st_size
+    assert only_error(load(project)) == (
+        f"deployments.d/big.yaml: file is {size} bytes, over the 1048576 bytes (1 MiB) a deployment file may have: "
+        "split it into several files")
+
+
+def test_legitimate_anchors_aliases_and_merge_keys_still_load(project: Path) -> None:
+    write(project, "deployments.d/stack.yaml", """\
+        name: web
+        start_command: &cmd httpd -f
+        build_command: *cmd
+        <<: {port: 8080, working_dir: /srv}
+        env:
+          <<: &env {LOG: debug, REGION: eu}
+          ROLE: web
+        healthcheck: &hc {path: /health, timeout: 5}
+        resources:
+          <<: &res {memory: 256m}
+          cpus: 0.5
+        ---
+        name: worker
+        start_command: &work ./work
+        build_command: *work
+        env: {<<: [{LOG: info}, {REGION: us}], ROLE: worker}
+        """)
+    result = load(project)
+    assert result.ok, errors(result)
+    web = result.desired["web"].spec
+    assert (web.start_command, web.build_command, web.port, web.working_dir) == ("httpd -f", "httpd -f", 8080, "/srv")
+    assert web.env == {"LOG": "debug", "REGION": "eu", "ROLE": "web"}
+    assert web.healthcheck.path == "/health"
+    assert (web.resources.memory, web.resources.cpus) == ("256m", 0.5)
+    assert result.desired["worker"].env == {"LOG": "info", "REGION": "us", "ROLE": "worker"}
+
+
+def test_a_merged_key_under_another_spelling_is_given_twice(project: Path) -> None:
+    write(project, "deployments.d/merge.yaml", "name: merge\n<<: {startCommand: a}\nstart_command: b\n")
+    assert only_error(load(project)) == (
+        "deployments.d/merge.yaml:3: start_command: given twice, as 'startCommand' (line 2) and 'start_command' "
+        "(line 3): both names are the same field, keep one")
+
+
+def test_an_undefined_alias_is_a_located_yaml_error(project: Path) -> None:
+    write(project, "deployments.d/alias.yaml", "name: alias\nstart_command: *nope\n")
+    assert only_error(load(project)) == \
+        "deployments.d/alias.yaml:2: not valid YAML: found undefined alias 'nope': fix that line"
 
 
 # --- several documents in one file ------------------------------------------------------------------
@@ -305,6 +490,42 @@ def test_duplicate_names_across_files_name_both_and_load_neither(project: Path) 
         "names must be unique, rename one"]
     assert sorted(result.desired) == ["other"]
     assert not result.ok
+
+
+def test_one_host_port_in_two_files_names_both_and_loads_neither(project: Path) -> None:
+    write(project, "deployments.d/a.yaml", "name: a\nstart_command: run\nport: 80\nexposed_port: 8080\n")
+    write(project, "deployments.d/b.yaml", "# b\nname: b\nstart_command: run\nport: 80\nexposedPort: 8080\n")
+    write(project, "deployments.d/c.yaml", "name: c\nstart_command: run\nport: 80\nexposed_port: 8081\n")
+    result = load(project)
+    assert errors(result) == [
+        "deployments.d/b.yaml:5: exposed_port: host port 8080 is also declared by deployments.d/a.yaml:4 "
+        "(deployment 'a'): one port serves one deployment, give each its own exposed_port "
+        "(or remove it from one and a free port is assigned)"]
+    assert sorted(result.desired) == ["c"]
+
+
+def test_one_host_port_twice_in_one_file_names_both_lines(project: Path) -> None:
+    write(project, "deployments.d/stack.yaml", """\
+        name: a
+        start_command: run
+        port: 80
+        exposed_port: 9000
+        ---
+        name: b
+        start_command: run
+        port: 80
+        exposed_port: 9000
+        """)
+    error = only_error(load(project))
+    assert error.startswith("deployments.d/stack.yaml:9: exposed_port: host port 9000 is also declared by "
+                            "deployments.d/stack.yaml:4 (deployment 'a')")
+
+
+def test_a_disabled_deployment_does_not_hold_its_host_port(project: Path) -> None:
+    write(project, "deployments.d/a.yaml", "name: a\nstart_command: run\nport: 80\nexposed_port: 8080\nenabled: false\n")
+    write(project, "deployments.d/b.yaml", "name: b\nstart_command: run\nport: 80\nexposed_port: 8080\n")
+    result = load(project)
+    assert result.ok, errors(result)
 
 
 def test_broken_file_beside_a_good_one(project: Path) -> None:

@@ -14,9 +14,12 @@ from gitops.spec import (
     RUNTIME_FIELDS,
     Deployment,
     Desired,
+    HealthCheck,
     HealthKind,
+    SourceSpec,
     field_hashes,
     parse_memory,
+    spellings,
 )
 
 # The four JSON request bodies of GUIDE.md's "Examples" section, verbatim.
@@ -159,6 +162,16 @@ def test_alias_and_field_name_together_is_an_error(data: dict) -> None:
         Deployment.model_validate(data)
 
 
+def test_spellings_name_every_accepted_key_of_a_field() -> None:
+    names = spellings(Deployment)
+    assert {k for k, v in names.items() if v == "env"} == {"env", "envVars", "env_vars"}
+    assert {k for k, v in names.items() if v == "start_command"} == {"start_command", "startCommand"}
+    assert names["name"] == "name"
+    assert set(names.values()) == set(Deployment.model_fields)
+    assert spellings(SourceSpec)["tokenEnv"] == "token_env"
+    assert spellings(HealthCheck)["timeout"] == "timeout"
+
+
 # --- env ---------------------------------------------------------------------------------------------
 
 def test_env_mapping_values_become_strings() -> None:
@@ -242,6 +255,17 @@ def test_dockerfile_makes_start_command_optional() -> None:
 def test_dockerfile_requires_source() -> None:
     with pytest.raises(ValidationError, match="needs a source"):
         Deployment.model_validate({"name": "app", "dockerfile": "Dockerfile"})
+
+
+@pytest.mark.parametrize("dockerfile", ["/etc/passwd", "../Dockerfile", "../../etc/passwd", "docker/../../x", ".."])
+def test_dockerfile_must_stay_inside_the_source(dockerfile: str) -> None:
+    with pytest.raises(ValidationError, match="must be a relative path inside the source"):
+        Deployment.model_validate({"name": "app", "source": "app", "dockerfile": dockerfile})
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "docker/Dockerfile.prod", "./Dockerfile", "a/../Dockerfile"])
+def test_dockerfile_inside_the_source_is_accepted(dockerfile: str) -> None:
+    assert Deployment.model_validate({"name": "app", "source": "app", "dockerfile": dockerfile}).dockerfile == dockerfile
 
 
 def test_source_shorthand_is_a_path() -> None:
