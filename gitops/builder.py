@@ -65,12 +65,18 @@ class Builder:
         if dockerfile_path:
             if revision.path is None:
                 raise BuildFailed(f"{desired.file}: dockerfile is set but the deployment has no source to build")
-            if not (revision.path / dockerfile_path).is_file():
+            recipe = (revision.path / dockerfile_path).resolve()
+            # Checked again here, not only when the file loads: a git source is only seen once it is
+            # checked out, and a local file can be swapped for a symlink after validation.
+            if not recipe.is_relative_to(revision.path.resolve()):
+                raise BuildFailed(f"{desired.file}: dockerfile {dockerfile_path!r} resolves outside the source "
+                                  f"{revision.path}: keep the Dockerfile inside the source")
+            if not recipe.is_file():
                 raise BuildFailed(f"{desired.file}: dockerfile {dockerfile_path!r} not found in {revision.path}: "
                                   "fix the path (it is relative to the source)")
             # The user's Dockerfile plus our LABEL line (it lands on the final stage, the one tagged).
             ours = ".kalpana.Dockerfile"
-            text = (revision.path / dockerfile_path).read_text().rstrip("\n") + "\n" + label_line(labels) + "\n"
+            text = recipe.read_text().rstrip("\n") + "\n" + label_line(labels) + "\n"
             context = tar_context({ours: text.encode()}, {".": revision.path}, skip=revision.exclude)
             dockerfile = ours
         else:

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -271,7 +272,9 @@ class GitCheckout:
         # Only what Kalpana changes: GitPython starts from os.environ and adds these on top.
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
         if self._ssh_key:
-            env["GIT_SSH_COMMAND"] = (f"ssh -i {Path(self._ssh_key).expanduser()} -o IdentitiesOnly=yes "
+            # git runs this through a shell: quoted, a key path can't smuggle in options or commands.
+            key = shlex.quote(str(Path(self._ssh_key).expanduser()))
+            env["GIT_SSH_COMMAND"] = (f"ssh -i {key} -o IdentitiesOnly=yes "
                                       "-o BatchMode=yes -o StrictHostKeyChecking=accept-new")
         return env
 

@@ -500,3 +500,17 @@ def test_a_missing_checkout_never_runs_git_in_the_current_directory(remote, tmp_
         checkout.head()
     with pytest.raises(FetchFailed, match="does not exist"):
         checkout.remote_head()
+
+
+def test_an_ssh_key_path_cannot_inject_ssh_options_or_commands(tmp_path):
+    """git runs GIT_SSH_COMMAND through a shell: a crafted ssh_key must stay one argument."""
+    marker = tmp_path / "pwned"
+    hostile = f"k -oProxyCommand=touch {marker}; touch {marker}"
+    checkout = GitCheckout("git@example.invalid:org/repo.git", tmp_path / "co", "main", ssh_key=hostile)
+    command = checkout._env()["GIT_SSH_COMMAND"]
+    # The shell git would use splits it into: ssh -i '<the whole hostile text>' -o ... and nothing else.
+    split = subprocess.run(["sh", "-c", f'set -- {command}; printf "%s\\n" "$@"'], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert split[:3] == ["ssh", "-i", hostile]
+    assert not any(w.startswith("-oProxyCommand") for w in split)
+    assert not marker.exists()
