@@ -271,6 +271,8 @@ class Engine:
                                             "which waits for a file change, push or `kalpana apply`"))
                     continue
                 result.outcomes.append(self._execute(step, revisions.get(step.name, NO_SOURCE), trigger, force))
+            # Nothing changed on Docker when no step ran: the observation taken at the start still holds.
+            self._prune_history(observed if not result.outcomes else None)
             return result
 
     def _execute(self, step: Step, revision: Revision, trigger: Trigger, force: bool) -> Outcome:
@@ -296,7 +298,8 @@ class Engine:
                 self.deployer.stop(step.container)
                 return self._done(step, None)
             if step.action is Action.REMOVE:
-                self.deployer.remove(step.container)
+                if step.container is not None:  # None: the deployment left only images (its builds failed)
+                    self.deployer.remove(step.container)
                 for image in self.runtime.observe(self.instance).images.get(step.name, []):
                     self.runtime.remove_image(image.id)
                 return self._done(step, None)
@@ -407,6 +410,20 @@ class Engine:
         for image in observed.images.get(name, [])[keep:]:
             if image.tag not in in_use and image.id not in in_use:
                 self.runtime.remove_image(image.id)
+
+    def _prune_history(self, observed: Observed | None) -> None:
+        """Keep ``keep_builds`` records per deployment, and every record a container or a kept image names.
+
+        Housekeeping under the apply lock: a failure here is a warning, never a failed apply.
+        """
+        try:
+            observed = observed or self.runtime.observe(self.instance)
+            protect = {c.build_id for c in [*observed.containers.values(), *observed.extra] if c.build_id}
+            for images in observed.images.values():
+                protect.update(i.build_id for i in images[:self.settings.keep_images] if i.build_id)
+            self.history.prune(self.settings.keep_builds, protect)
+        except (KalpanaError, OSError) as exc:
+            self.events.emit(Warned(None, f"could not prune the build history: {exc}"))
 
     def _recover(self) -> Observed:
         """Repair what an interrupted run left (BUILDING records, half-swapped containers); returns the observation."""

@@ -9,6 +9,12 @@ Logs live in one plain file per build (``logs/<id>.log``), never in the
 database: the database is rewritten whole on every change, and listing
 builds must not drag megabytes of build output along.
 
+Both stay bounded. ``prune`` keeps the newest records of each deployment
+(and their logs) and deletes the rest in one locked rewrite, so the cost of
+every operation, which reads and rewrites the whole file, stops growing with
+the age of the installation. A log keeps its first and last part within
+``max_log_bytes``, with a marker line saying how much was cut between them.
+
 Docker is the truth for what runs; this file holds only what Docker cannot
 tell: past builds, deployments the operator stopped, host ports handed out.
 """
@@ -20,6 +26,7 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Collection, Iterable
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,10 +34,9 @@ from typing import Any, Iterator
 
 import filelock
 from tinydb import Query, TinyDB
-from tinydb.table import Document
 from tinydb.storages import Storage
 
-from gitops.build import FIELDS, Build, BuildStatus, Trigger, iso, now_iso, parse_iso
+from gitops.build import FIELDS, Build, BuildStatus, Trigger, iso, now_iso, parse_iso, process_alive
 from gitops.errors import KalpanaError, LockTimeout
 
 _BUILDS = "builds"
@@ -44,6 +50,15 @@ INTERRUPTED_MESSAGE = (
 # as a file name, so anything else (``/``, ``..``) is refused before it can
 # reach the file system.
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+_UNFINISHED = frozenset({BuildStatus.PENDING.value, BuildStatus.BUILDING.value})
+
+# The default of Settings.max_log_bytes, so that a History made without settings still caps its logs.
+DEFAULT_MAX_LOG_BYTES = 5_000_000
+# Room kept for the marker line between head and tail, so a stored log never exceeds the cap.
+_MARKER_ROOM = 256
+# Every file a build's log may consist of: ``<id>.log``, its side file ``<id>.log.tail``, their ``.tmp``s.
+_LOG_FILE = re.compile(r"(?P<id>.+?)\.log(?:\..*)?")
 
 
 class HistoryError(KalpanaError):
@@ -141,15 +156,25 @@ class History:
     """Build records and operator intent in ``state_dir``, safe across processes.
 
     Files: ``history.json`` (TinyDB), ``history.lock`` (the lock every operation
-    takes), ``logs/<build id>.log`` (one log file per build).
+    takes), ``logs/<build id>.log`` (one log file per build; while a build whose
+    log passed ``max_log_bytes`` runs, its newest output waits in a side file,
+    ``logs/<build id>.log.tail``, until ``finish`` splices it in).
     """
 
-    def __init__(self, state_dir: Path, lock_timeout: float = 30.0):
+    def __init__(self, state_dir: Path, lock_timeout: float = 30.0,
+                 max_log_bytes: int = DEFAULT_MAX_LOG_BYTES):
+        if max_log_bytes < 4 * _MARKER_ROOM:
+            raise ValueError(f"max_log_bytes must be at least {4 * _MARKER_ROOM}, not {max_log_bytes}")
         self.state_dir = Path(state_dir)
         self.db_path = self.state_dir / "history.json"
         self.lock_path = self.state_dir / "history.lock"
         self.logs_dir = self.state_dir / "logs"
         self.lock_timeout = lock_timeout
+        self.max_log_bytes = max_log_bytes
+        # The first half goes to the log file as it comes; the last part is kept in the side file.
+        self._head_cap = max_log_bytes // 2
+        self._tail_cap = max_log_bytes - self._head_cap - _MARKER_ROOM
+        self._writers: dict[str, _LogWriter] = {}
         try:
             self.logs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -182,16 +207,21 @@ class History:
         finally:
             self._lock.release()
 
-    def _records(self, db: TinyDB) -> list[Document]:
-        """Raw build records, newest first.
+    def _raw(self, db: TinyDB) -> dict[str, dict[str, Any]]:
+        """The build records as stored, by document id (a decimal string).
 
+        Scans read these plain dicts: wrapping every record in a TinyDB Document
+        or a Build first would cost more than the parse of the whole file.
         TinyDB numbers documents in insertion order, and inserts happen under
         the lock, so the document id is the true creation order even for two
         builds created in the same millisecond by two processes.
         """
-        docs = db.table(_BUILDS, cache_size=0).all()
-        docs.sort(key=lambda doc: doc.doc_id, reverse=True)
-        return docs
+        return (db.storage.read() or {}).get(_BUILDS, {})
+
+    def _records(self, db: TinyDB) -> list[dict[str, Any]]:
+        """Raw build records, newest first."""
+        raw = self._raw(db)
+        return [raw[key] for key in sorted(raw, key=int, reverse=True)]
 
     def _build(self, record: dict[str, Any]) -> Build:
         try:
@@ -199,10 +229,10 @@ class History:
         except (KeyError, TypeError, ValueError) as err:
             raise _corrupt(self.db_path, f"a build record is malformed ({err!r}): {record!r}")
 
-    def _find(self, db: TinyDB, build_id: str) -> tuple[int, Document]:
-        for doc in db.table(_BUILDS, cache_size=0):
-            if doc.get("id") == build_id:
-                return doc.doc_id, doc
+    def _find(self, db: TinyDB, build_id: str) -> tuple[int, dict[str, Any]]:
+        for key, record in self._raw(db).items():
+            if record.get("id") == build_id:
+                return int(key), record
         raise BuildNotFound(f"no build {build_id!r} in {self.db_path}; `kalpana builds NAME` lists them")
 
     def _log_path(self, build_id: str) -> Path:
@@ -234,8 +264,7 @@ class History:
             raise TypeError(f"new_build() cannot set {sorted(bad)}")
         moment = datetime.now(timezone.utc)
         with self._db() as db:
-            table = db.table(_BUILDS, cache_size=0)
-            taken = {doc.get("id") for doc in table}
+            taken = {record.get("id") for record in self._raw(db).values()}
             build_id = _new_id(moment, taken)
             build = Build(
                 id=build_id,
@@ -249,8 +278,26 @@ class History:
                 host=socket.gethostname(),
                 **fields,
             )
-            table.insert(build.to_dict())
+            db.table(_BUILDS, cache_size=0).insert(build.to_dict())
         return build
+
+    def import_builds(self, builds: Iterable[Build]) -> None:
+        """Record builds made elsewhere (another state directory, a test, a benchmark), oldest first.
+
+        One locked write for all of them, where ``new_build`` would rewrite the
+        file once per build. Their ids must be build ids no record has yet.
+        """
+        records = [build.to_dict() for build in builds]
+        ids = [record["id"] for record in records]
+        for build_id in ids:
+            self._log_path(build_id)  # refuses an id that is not safe as a tag and a file name
+        if len(set(ids)) != len(ids):
+            raise ValueError("import_builds() got the same build id twice")
+        with self._db() as db:
+            taken = {record.get("id") for record in self._raw(db).values()}.intersection(ids)
+            if taken:
+                raise ValueError(f"import_builds(): builds {sorted(taken)[:5]} are already recorded")
+            db.table(_BUILDS, cache_size=0).insert_multiple(records)
 
     def update(self, build_id: str, **fields: Any) -> Build:
         """Change fields of a build and return it.
@@ -285,7 +332,10 @@ class History:
         """End a build: set status, completed_at (now) and ``durations["total"]``.
 
         The total runs from started_at (or created_at, for a build cancelled
-        before it started) to completion, unless the caller gives one.
+        before it started) to completion, unless the caller gives one. A log
+        that passed ``max_log_bytes`` gets its head, the cut marker and its
+        tail spliced into one file first, while the record still says the
+        build runs (so no ``prune`` can take the record away meanwhile).
         """
         status = BuildStatus(status)
         if not status.finished:
@@ -294,6 +344,7 @@ class History:
         if bad:
             raise TypeError(f"finish() cannot set {sorted(bad)}")
         completed_at = fields.pop("completed_at", None) or now_iso()
+        self._seal_log_quietly(build_id)
         with self._db() as db:
             doc_id, record = self._find(db, build_id)
             build = self._build(record)
@@ -354,13 +405,30 @@ class History:
         """The newest build of ``deployment`` (with ``status``, when given)."""
         wanted = BuildStatus(status).value if status is not None else None
         with self._db() as db:
-            records = self._records(db)
-        for record in records:
-            if record.get("deployment") == deployment and (
-                wanted is None or record.get("status") == wanted
-            ):
-                return self._build(record)
-        return None
+            raw = self._raw(db)
+        best: tuple[int, dict[str, Any]] | None = None
+        for key, record in raw.items():
+            if record.get("deployment") == deployment and (wanted is None or record.get("status") == wanted):
+                doc_id = int(key)
+                if best is None or doc_id > best[0]:
+                    best = (doc_id, record)
+        return self._build(best[1]) if best else None
+
+    def latest_per_deployment(self) -> dict[str, Build]:
+        """The newest build of every deployment that has one: what ``status`` shows.
+
+        One read, and one Build made per deployment however long the history is.
+        """
+        with self._db() as db:
+            raw = self._raw(db)
+        newest: dict[Any, tuple[int, dict[str, Any]]] = {}
+        for key, record in raw.items():
+            doc_id = int(key)
+            name = record.get("deployment")
+            seen = newest.get(name)
+            if seen is None or doc_id > seen[0]:
+                newest[name] = (doc_id, record)
+        return {name: self._build(record) for name, (_, record) in newest.items()}
 
     def mark_interrupted(self) -> list[Build]:
         """Fail every PENDING/BUILDING build whose process on this host is gone.
@@ -369,58 +437,239 @@ class History:
         from here), and so are builds of this very process, unless they were
         created before it started: a container restart gives Kalpana the same
         pid (often 1) again, and those records are from the previous life.
-        Returns the builds it changed.
+        Only unfinished records are turned into Builds, and the file is
+        rewritten only when one changes. The log of a build it fails gets its
+        side file spliced in, as ``finish`` would have done. Returns the builds
+        it changed.
         """
         host = socket.gethostname()
         me = os.getpid()
-        changed: list[Build] = []
+        changed: list[tuple[int, Build]] = []
         with self._db() as db:
-            table = db.table(_BUILDS, cache_size=0)
+            unfinished = [(int(key), record) for key, record in self._raw(db).items()
+                          if record.get("status") in _UNFINISHED]
+            if not unfinished:
+                return []
             now = now_iso()
-            for record in table:
-                if record.get("status") not in (BuildStatus.PENDING.value, BuildStatus.BUILDING.value):
-                    continue
+            for doc_id, record in sorted(unfinished, key=lambda item: item[0]):
                 pid = record.get("pid")
                 if record.get("host") != host or not isinstance(pid, int):
                     continue
                 if pid == me:
                     if record.get("created_at", "") >= _PROCESS_STARTED:
                         continue
-                elif _pid_alive(pid):
+                elif process_alive(pid):
                     continue
                 build = self._build(record)
                 build.status = BuildStatus.FAILED
                 build.error_message = INTERRUPTED_MESSAGE
                 build.completed_at = now
-                changed.append(build)
+                changed.append((doc_id, build))
             if changed:
-                by_id = {b.id: b.to_dict() for b in changed}
+                for _, build in changed:
+                    # Under the lock: once FAILED, a prune elsewhere may take the record and its log.
+                    self._seal_log_quietly(build.id)
+                by_id = {build.id: build.to_dict() for _, build in changed}
                 # One callable update: a single rewrite of the file for all of them.
-                table.update(
-                    lambda doc: doc.update(by_id[doc["id"]]),
-                    Query().id.one_of(list(by_id)),
+                db.table(_BUILDS, cache_size=0).update(
+                    lambda doc: doc.update(by_id[doc["id"]]), doc_ids=[doc_id for doc_id, _ in changed]
                 )
-        return changed
+        return [build for _, build in changed]
+
+    # -- retention --------------------------------------------------------
+
+    def prune(self, keep: int, protect: Collection[str] = frozenset()) -> list[str]:
+        """Keep the newest ``keep`` records of each deployment; delete older ones and their logs.
+
+        Never deleted, however old: a build whose id is in ``protect`` (the
+        engine passes those of the containers that serve and of the images
+        kept for rollback) and an unfinished (PENDING/BUILDING) build. Log
+        files without a record (left by an earlier crash, or by records
+        removed by hand) go too. One locked rewrite, and none when nothing is
+        dropped. Returns the ids of the records it deleted, newest first.
+        """
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, not {keep}")
+        protect = frozenset(protect)
+        with self._db() as db:
+            raw = self._raw(db)
+            seen: dict[Any, int] = {}
+            drop: list[int] = []
+            dropped: list[str] = []
+            kept: set[str] = set()
+            for key in sorted(raw, key=int, reverse=True):
+                record = raw[key]
+                name = record.get("deployment")
+                rank = seen[name] = seen.get(name, 0) + 1
+                build_id = record.get("id")
+                if rank <= keep or build_id in protect or record.get("status") in _UNFINISHED:
+                    kept.add(build_id)
+                else:
+                    drop.append(int(key))
+                    dropped.append(build_id)
+            if drop:
+                db.table(_BUILDS, cache_size=0).remove(doc_ids=drop)
+            # Listed under the lock: a log file appears only after its record exists, and no
+            # record can be added meanwhile, so a log without a record here is truly an orphan.
+            # Deleted after it: no one writes to the log of a finished or vanished build, and a
+            # first prune of a long history deletes thousands of files.
+            doomed = self._logs_except(kept)
+        self._delete_logs(doomed)
+        return dropped
+
+    def _logs_except(self, kept: set[str]) -> list[Path]:
+        try:
+            names = os.listdir(self.logs_dir)
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise HistoryError(f"cannot list the build logs in {self.logs_dir}: {err.strerror}") from None
+        doomed = []
+        for name in names:
+            match = _LOG_FILE.fullmatch(name)
+            if match is not None and match["id"] not in kept:  # anything else is not ours to delete
+                doomed.append(self.logs_dir / name)
+        return doomed
+
+    def _delete_logs(self, paths: list[Path]) -> None:
+        failed: list[tuple[Path, OSError]] = []
+        for path in paths:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                failed.append((path, err))
+        if failed:
+            path, err = failed[0]
+            raise HistoryError(
+                f"cannot delete {len(failed)} build log file(s), e.g. {path}: {err.strerror}; "
+                "check the permissions of the state directory"
+            )
 
     # -- logs -------------------------------------------------------------
 
     def append_log(self, build_id: str, text: str) -> None:
-        """Append already-masked ``text`` to the build's log file (no lock, no database)."""
-        # One writer per build, and O_APPEND keeps concurrent readers sane,
+        """Append already-masked ``text`` to the build's log (no lock, no database).
+
+        Called once per output line, so it never re-reads the log: the first
+        half of ``max_log_bytes`` goes to the log file, and once that is full
+        the rest goes to a side file (``<id>.log.tail``) that is trimmed to its
+        last part now and then (one read of the part it keeps per as much
+        written). ``finish`` joins the two with a marker saying how much was
+        cut. A process killed meanwhile leaves both files, each readable;
+        ``logs`` joins them on reading, and ``mark_interrupted`` for good.
+        """
+        # One writer per build, and appends keep concurrent readers sane,
         # so the history lock is not needed here.
-        with open(self._log_path(build_id), "a", encoding="utf-8", errors="replace") as out:
-            out.write(text)
+        path = self._log_path(build_id)
+        data = text.encode("utf-8", errors="replace")
+        writer = self._writers.get(build_id)
+        if writer is None:
+            writer = self._writers[build_id] = self._resume_writer(path)
+        if writer.tail is None:
+            if writer.head + len(data) <= self._head_cap:
+                _append(path, data)
+                writer.head += len(data)
+                return
+            with open(_side(path), "wb") as out:
+                out.write(_side_header(0, writer.head))
+            writer.tail = 0
+        _append(_side(path), data)
+        writer.tail += len(data)
+        if writer.tail >= 2 * self._tail_cap:
+            self._trim_tail(_side(path), writer)
 
     def logs(self, build_id: str) -> str:
-        """The build's whole log; "" when it has none."""
+        """The build's whole log (head, cut marker, tail while it runs); "" when it has none."""
+        path = self._log_path(build_id)
+        joined = self._join_log(path)
+        if joined is not None:
+            return joined.decode("utf-8", errors="replace")
         try:
-            return self._log_path(build_id).read_text(encoding="utf-8", errors="replace")
+            return path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 
     def log_path(self, build_id: str) -> Path:
-        """Where the build's log file is (for tailing it live)."""
+        """Where the build's log file is (its head only, while a build past ``max_log_bytes`` runs)."""
         return self._log_path(build_id)
+
+    def _resume_writer(self, path: Path) -> _LogWriter:
+        """Where a log stands on disk, for a build this History has not written to yet."""
+        try:
+            head = path.stat().st_size
+        except FileNotFoundError:
+            head = 0
+        try:
+            with open(_side(path), "rb") as side:
+                header = side.readline()
+                size = os.fstat(side.fileno()).st_size
+        except FileNotFoundError:
+            return _LogWriter(head)
+        return _LogWriter(head, size - len(header))
+
+    def _trim_tail(self, side: Path, writer: _LogWriter) -> None:
+        """Keep the last ``_tail_cap`` bytes of the side file, and count the bytes cut in its first line."""
+        with open(side, "rb") as f:
+            header = f.readline()
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(len(header), size - self._tail_cap))
+            kept = f.read()
+        cut, head = _parse_side_header(header) or (0, writer.head)
+        cut += size - len(header) - len(kept)
+        _write_atomic(side, _side_header(cut, head) + kept, durable=False)
+        writer.tail = len(kept)
+
+    def _join_log(self, path: Path) -> bytes | None:
+        """Head + marker + tail of a log that has a side file; None when it has none."""
+        # The side file first: if the writer splices it in meanwhile, the head read next is the
+        # spliced log, never the head alone.
+        try:
+            raw = _side(path).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            head = path.read_bytes()
+        except FileNotFoundError:
+            head = b""
+        header, newline, tail = raw.partition(b"\n")
+        parsed = _parse_side_header(header + newline)
+        if parsed is None:
+            cut, tail = 0, raw  # killed while creating it: all of it is output
+        else:
+            cut, head_size = parsed
+            if len(head) != head_size:
+                # Spliced already (the side file is about to go, or a crash kept it from going):
+                # the head never changes once the side file exists, except by being spliced.
+                return head
+        if len(tail) > self._tail_cap:
+            cut += len(tail) - self._tail_cap
+            tail = tail[-self._tail_cap:]
+        if not cut:
+            return head + tail
+        skipped = _line_start(tail)
+        cut += skipped
+        gap = b"" if not head or head.endswith(b"\n") else b"\n"
+        marker = (f"[... kalpana: {cut:,} bytes of output cut here to keep this log under "
+                  f"max_log_bytes ({self.max_log_bytes:,}); the first and the last part are kept ...]\n")
+        return head + gap + marker.encode("ascii") + tail[skipped:]
+
+    def _seal_log(self, build_id: str) -> None:
+        """Splice the side file into the log file, atomically; the side file goes."""
+        self._writers.pop(build_id, None)
+        path = self._log_path(build_id)
+        joined = self._join_log(path)
+        if joined is None:
+            return
+        _write_atomic(path, joined)
+        _side(path).unlink(missing_ok=True)
+
+    def _seal_log_quietly(self, build_id: str) -> None:
+        # A log that cannot be spliced must not keep a build from being recorded as ended:
+        # its side file stays, and ``logs`` joins the two on every read instead.
+        try:
+            self._seal_log(build_id)
+        except OSError:
+            pass
 
     # -- operator intent --------------------------------------------------
 
@@ -476,6 +725,67 @@ class History:
                 table.update(merged, q)
 
 
+class _LogWriter:
+    """Where one build's log stands in the process writing it."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, head: int, tail: int | None = None):
+        self.head = head  # bytes in the log file itself
+        self.tail = tail  # bytes of output in the side file; None until the head is full
+
+
+def _side(log: Path) -> Path:
+    return log.with_name(f"{log.name}.tail")
+
+
+def _side_header(cut: int, head: int) -> bytes:
+    """The side file's first line: bytes cut before its data, and the size of the head it follows."""
+    return b"%d %d\n" % (cut, head)
+
+
+def _parse_side_header(line: bytes) -> tuple[int, int] | None:
+    fields = line.split()
+    if not line.endswith(b"\n") or len(fields) != 2 or not all(f.isdigit() for f in fields):
+        return None
+    return int(fields[0]), int(fields[1])
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as out:
+        out.write(data)
+
+
+def _write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` whole: a reader, or a crash, sees the old file or the new one.
+
+    ``durable`` also survives a power cut (fsync); a side file trimmed many
+    times per build skips that, as appending to it does.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _line_start(tail: bytes) -> int:
+    """How many bytes to skip so a cut tail starts on a line (or at least on a character)."""
+    newline = tail.find(b"\n", 0, 64 * 1024)
+    if 0 <= newline < len(tail) - 1:
+        return newline + 1
+    skip = 0
+    while skip < min(len(tail), 3) and tail[skip] & 0xC0 == 0x80:  # UTF-8 continuation bytes
+        skip += 1
+    return skip
+
+
 def _new_id(moment: datetime, taken: set[str]) -> str:
     """``YYYYmmdd-HHMMSS-xxxx``: sorts by time to the second, safe as an image tag.
 
@@ -487,23 +797,6 @@ def _new_id(moment: datetime, taken: set[str]) -> str:
         candidate = f"{stamp}-{secrets.token_hex(2)}"
         if candidate not in taken:
             return candidate
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    except OSError:
-        return False
-    # A zombie has exited but not been reaped: it runs nothing any more.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 # Records this pid made before this moment belong to an earlier process with the same pid.

@@ -23,7 +23,7 @@ class Action(str, Enum):
     REDEPLOY = "redeploy"  #: only runtime settings changed: new container from the current image
     START = "start"  #: should run but is stopped or gone: start it / recreate it from its image
     STOP = "stop"  #: disabled in its file (enabled: false) but running
-    REMOVE = "remove"  #: no file declares it any more (prune)
+    REMOVE = "remove"  #: no file declares it any more (prune): its container, if any, and all its images
     NOOP = "noop"  #: up to date (or deliberately left alone)
 
 
@@ -38,7 +38,7 @@ class Step:
     action: Action
     reason: str
     desired: Desired | None = None
-    container: Container | None = None
+    container: Container | None = None  # None for a REMOVE of a deployment that left only images
     image: Image | None = None  # the image a START/REDEPLOY reuses
     revision: str = ""
 
@@ -78,27 +78,39 @@ def make_plan(desired: dict[str, Desired], revisions: dict[str, str], observed: 
     """Diff ``desired`` (with source ``revisions``) against ``observed``.
 
     ``only`` restricts the plan to the named deployments and turns pruning off;
-    ``prune=False`` (with ``prune_note``) keeps containers no file declares;
+    ``prune=False`` (with ``prune_note``) keeps containers and images no file declares;
     ``broken`` names deployments whose files or sources failed this run (left alone).
+
+    A deployment no file declares is pruned whether it left a container or
+    only images (its builds failed, or its container was removed by hand):
+    its REMOVE step then has no container, and removes the images alone.
     """
     plan = Plan(prune=prune and only is None, prune_note=prune_note)
     for name in sorted(desired):
         if only is not None and name not in only:
             continue
         plan.steps.append(_step(desired[name], revisions.get(name, ""), observed, name in stopped))
-    for name in sorted(observed.containers):
+    # An image without a deployment label is not one Kalpana built for a deployment: never pruned here.
+    leftovers = set(observed.containers) | {name for name in observed.images if name}
+    for name in sorted(leftovers):
         if name in desired or (only is not None and name not in only):
             continue
-        container = observed.containers[name]
+        container = observed.containers.get(name)
+        what = "" if container else f"{_count(len(observed.images[name]), 'image')} left, no container; "
         if name in broken:
-            plan.steps.append(Step(name, Action.NOOP, "left as it runs: its file or source has errors this run",
-                                   container=container))
+            plan.steps.append(Step(name, Action.NOOP, f"{what or 'left as it runs: '}its file or source has errors "
+                                   "this run", container=container))
         elif plan.prune:
-            plan.steps.append(Step(name, Action.REMOVE, "no deployment file declares it", container=container))
+            plan.steps.append(Step(name, Action.REMOVE, f"{what}no deployment file declares it", container=container))
         else:
-            plan.steps.append(Step(name, Action.NOOP, f"kept although no file declares it ({prune_note or 'pruning off'})",
+            plan.steps.append(Step(name, Action.NOOP,
+                                   f"{what}kept although no file declares it ({prune_note or 'pruning off'})",
                                    container=container))
     return plan
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _step(d: Desired, revision: str, observed: Observed, stopped: bool) -> Step:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from enum import Enum
 
 from gitops import routing
-from gitops.build import Build, BuildStatus
+from gitops.build import BuildStatus
 from gitops.history import History
 from gitops.loader import LoadResult
 from gitops.runtime.protocol import Runtime
@@ -49,9 +49,7 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str) 
     """Status of every declared deployment plus any container no file declares any more."""
     observed = runtime.observe(instance)
     stopped = history.stopped()
-    latest_of: dict[str, Build] = {}
-    for build in history.list():  # newest first: one read of the database, not one per deployment
-        latest_of.setdefault(build.deployment, build)
+    latest_of = history.latest_per_deployment()  # one read of the database, one Build per deployment
     rows = []
     for name in sorted(set(load.desired) | set(observed.containers)):
         container = observed.containers.get(name)

@@ -36,7 +36,7 @@ class Context:
     @cached_property
     def history(self):
         from gitops.history import History
-        return History(self.settings.state_path)
+        return History(self.settings.state_path, max_log_bytes=self.settings.max_log_bytes)
 
     def engine(self, progress=None):
         from gitops.engine import Engine

@@ -425,3 +425,391 @@ def test_two_processes_recording_at_once_lose_nothing(tmp_path: Path):
     names = [b.deployment for b in builds]
     switches = sum(1 for a, b in zip(names, names[1:]) if a != b)
     assert switches > 1
+
+
+# -- retention (issue 8, point 10) ---------------------------------------------
+
+
+def _finished(history: History, deployment: str, status: BuildStatus = BuildStatus.SUCCESS, log: str = "") -> Build:
+    build = history.new_build(deployment, Trigger.AUTO, "rebuild")
+    if log:
+        history.append_log(build.id, log)
+    return history.finish(build.id, status)
+
+
+def _imported(n: int, deployments: int, status: BuildStatus = BuildStatus.SUCCESS) -> list[Build]:
+    return [Build(id=f"20260101-{i:06d}-beef", deployment=f"app{i % deployments}", status=status,
+                  triggered_by=Trigger.AUTO, action="rebuild", created_at="2026-01-01T00:00:00.000Z")
+            for i in range(n)]
+
+
+def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from gitops import history as module
+    writes: list[int] = []
+    original = module._AtomicJSONStorage.write
+
+    def counting(self, data):
+        writes.append(1)
+        return original(self, data)
+
+    monkeypatch.setattr(module._AtomicJSONStorage, "write", counting)
+    return writes
+
+
+def test_prune_keeps_the_newest_per_deployment_and_deletes_the_logs_of_the_rest(history: History):
+    web = [_finished(history, "web", log=f"web {i}\n") for i in range(5)]
+    api = [_finished(history, "api", log=f"api {i}\n") for i in range(2)]
+
+    dropped = history.prune(keep=3)
+
+    assert dropped == [web[1].id, web[0].id]  # newest first
+    assert [b.id for b in history.list("web")] == [b.id for b in reversed(web[2:])]
+    assert [b.id for b in history.list("api")] == [b.id for b in reversed(api)]
+    for build in web[:2]:
+        assert not history.log_path(build.id).exists()
+        assert history.logs(build.id) == ""
+    for build in web[2:] + api:
+        assert history.logs(build.id) == f"{build.deployment} {(web + api).index(build) % 5 if build.deployment == 'web' else api.index(build)}\n"
+    assert history.prune(keep=3) == []
+
+
+def test_prune_never_drops_protected_or_unfinished_builds(history: History):
+    serving = _finished(history, "web", log="serving\n")  # the image the container runs
+    rollback = _finished(history, "web")  # an image kept for rollback
+    running = history.new_build("web", Trigger.AUTO, "rebuild", status=BuildStatus.BUILDING)
+    history.append_log(running.id, "still building\n")
+    pending = history.new_build("web", Trigger.WEBHOOK, "rebuild")
+    old = _finished(history, "web", BuildStatus.FAILED)
+    newest = [_finished(history, "web") for _ in range(2)]
+
+    dropped = history.prune(keep=2, protect={serving.id, rollback.id, "some-other-id"})
+
+    assert dropped == [old.id]
+    assert {b.id for b in history.list("web")} == {serving.id, rollback.id, running.id, pending.id,
+                                                  *(b.id for b in newest)}
+    assert history.logs(serving.id) == "serving\n"
+    assert history.logs(running.id) == "still building\n"
+
+
+def test_prune_removes_orphan_logs_and_leaves_other_files(history: History):
+    kept = _finished(history, "web", log="mine\n")
+    logs = history.logs_dir
+    orphans = ["20250101-000000-dead.log", "20250101-000000-dead.log.tail",
+               "20250101-000000-dead.log.tail.77.tmp", "20250101-000001-feed.log.4242.tmp"]
+    for name in orphans:
+        (logs / name).write_text("left by a crash\n")
+    (logs / "README").write_text("not a log\n")
+
+    assert history.prune(keep=5) == []
+
+    assert sorted(p.name for p in logs.iterdir()) == sorted(["README", f"{kept.id}.log"])
+    assert history.logs(kept.id) == "mine\n"
+
+
+def test_prune_is_one_rewrite_and_none_when_nothing_goes(history: History, monkeypatch):
+    history.import_builds(_imported(300, deployments=3))
+    writes = _count_writes(monkeypatch)
+    assert len(history.prune(keep=10)) == 270
+    assert len(writes) == 1
+    assert history.prune(keep=10) == []
+    assert len(writes) == 1
+    assert sorted(len(history.list(f"app{i}")) for i in range(3)) == [10, 10, 10]
+
+
+def test_prune_refuses_keep_below_one(history: History):
+    with pytest.raises(ValueError):
+        history.prune(keep=0)
+
+
+def test_import_builds_writes_once_and_refuses_duplicates(history: History, monkeypatch):
+    writes = _count_writes(monkeypatch)
+    builds = _imported(50, deployments=2)
+    history.import_builds(builds)
+    assert len(writes) == 1
+    assert [b.id for b in history.list()] == [b.id for b in reversed(builds)]
+    with pytest.raises(ValueError, match="already recorded"):
+        history.import_builds(builds[:1])
+    with pytest.raises(BuildNotFound):
+        history.import_builds([Build(id="../x", deployment="a", status=BuildStatus.SUCCESS,
+                                     triggered_by=Trigger.AUTO, action="create")])
+    # A new build after an import still sorts newest.
+    newest = history.new_build("app0", Trigger.MANUAL, "deploy")
+    assert history.list(limit=1)[0].id == newest.id
+
+
+# -- reads that stay cheap as the history grows ---------------------------------
+
+
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    made: list[str] = []
+    original = History._build
+
+    def counting(self, record):
+        made.append(record["id"])
+        return original(self, record)
+
+    monkeypatch.setattr(History, "_build", counting)
+    return made
+
+
+def test_latest_per_deployment_makes_one_build_per_deployment(history: History, monkeypatch):
+    history.import_builds(_imported(1000, deployments=4))
+    web_old = _finished(history, "web")
+    web_new = history.new_build("web", Trigger.MANUAL, "rebuild", status=BuildStatus.BUILDING)
+    made = _count_builds(monkeypatch)
+
+    latest = history.latest_per_deployment()
+
+    assert latest["web"].id == web_new.id and latest["web"].status is BuildStatus.BUILDING
+    assert web_old.id not in made
+    assert {name: b.id for name, b in latest.items() if name != "web"} == {
+        f"app{i}": f"20260101-{996 + i:06d}-beef" for i in range(4)}
+    assert len(made) == 5
+    assert History(history.state_dir).latest_per_deployment().keys() == latest.keys()
+    assert History(history.state_dir / "empty").latest_per_deployment() == {}
+
+
+def test_latest_matches_list(history: History):
+    history.import_builds(_imported(30, deployments=3))
+    for name in ("app0", "app1", "app2", "nobody"):
+        newest = history.list(name, limit=1)
+        assert (history.latest(name).id if newest else history.latest(name)) == (newest[0].id if newest else None)
+
+
+def test_mark_interrupted_reads_only_unfinished_records_and_writes_only_on_change(history: History, monkeypatch):
+    history.import_builds(_imported(2000, deployments=5))
+    dead = history.new_build("web", Trigger.AUTO, "rebuild", status=BuildStatus.BUILDING)
+    history.update(dead.id, pid=_dead_pid())
+    writes = _count_writes(monkeypatch)
+    made = _count_builds(monkeypatch)
+
+    assert [b.id for b in history.mark_interrupted()] == [dead.id]
+    assert made == [dead.id]
+    assert len(writes) == 1
+
+    assert history.mark_interrupted() == []
+    assert len(writes) == 1, "nothing changed: the file must not be rewritten"
+    assert made == [dead.id]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+# -- capped logs (issue 8, point 11) --------------------------------------------
+
+
+CAP = 20_000
+
+
+@pytest.fixture
+def capped(tmp_path: Path) -> History:
+    return History(tmp_path / "state", max_log_bytes=CAP)
+
+
+def _lines(n: int, width: int = 60) -> list[str]:
+    return [f"line {i:07d} ".ljust(width - 1, "x") + "\n" for i in range(n)]
+
+
+def _split(log: str) -> tuple[str, int, str]:
+    """(head, bytes cut, tail) of a log with a cut marker."""
+    match = re.search(r"\[\.\.\. kalpana: ([\d,]+) bytes of output cut here[^\n]*\]\n", log)
+    assert match, log[:200]
+    return log[:match.start()], int(match[1].replace(",", "")), log[match.end():]
+
+
+def test_a_log_under_the_cap_is_stored_as_written(capped: History):
+    build = capped.new_build("web", Trigger.MANUAL, "create")
+    lines = _lines(100)
+    for line in lines:
+        capped.append_log(build.id, line)
+    capped.finish(build.id, BuildStatus.SUCCESS)
+    assert capped.logs(build.id) == "".join(lines)
+    assert [p.name for p in capped.logs_dir.iterdir()] == [f"{build.id}.log"]
+
+
+def test_a_noisy_log_keeps_head_marker_and_tail_within_the_cap(capped: History):
+    build = capped.new_build("web", Trigger.MANUAL, "create")
+    lines = _lines(20_000)  # 1.2 MB
+    for line in lines:
+        capped.append_log(build.id, line)
+    capped.append_log(build.id, "ERROR: the last words\n")
+    capped.finish(build.id, BuildStatus.FAILED, "boom")
+
+    stored = capped.log_path(build.id).read_bytes()
+    assert len(stored) <= CAP
+    assert [p.name for p in capped.logs_dir.iterdir()] == [f"{build.id}.log"], "side files are spliced in"
+    log = capped.logs(build.id)
+    assert log == stored.decode()
+    head, cut, tail = _split(log)
+    written = "".join(lines) + "ERROR: the last words\n"
+    assert written.startswith(head) and written.endswith(tail)
+    assert len(head) + cut + len(tail) == len(written), "the marker counts exactly the bytes cut"
+    assert CAP // 2 - 60 < len(head) <= CAP // 2
+    assert len(tail) > CAP // 3
+    # Whole lines on both sides of the cut.
+    assert head.endswith("\n") and tail.startswith("line ")
+    assert tail.endswith("ERROR: the last words\n")
+
+
+def test_appending_never_rereads_the_log(capped: History, monkeypatch):
+    from gitops import history as module
+    read: list[int] = []  # bytes, per read() call on a log file opened for reading
+    real_open = open
+
+    class Counting:
+        def __init__(self, handle):
+            self._handle = handle
+
+        def read(self, *args):
+            data = self._handle.read(*args)
+            read.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self._handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self._handle.__exit__(*exc)
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return Counting(handle) if "r" in mode else handle
+
+    monkeypatch.setattr(module, "open", counting_open, raising=False)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read {self} whole while appending"))
+    build = capped.new_build("web", Trigger.MANUAL, "create")
+    total = 0
+    for line in _lines(50_000, width=100):  # 5 MB, 250 times the cap
+        capped.append_log(build.id, line)
+        total += len(line)
+    bytes_read = sum(read)
+    assert bytes_read > 0, "the side file was trimmed"
+    # Trimming the side file reads what it keeps once per as much written: about as much as was written,
+    # where re-reading the log on every line would read the cap 50,000 times (1 GB).
+    assert bytes_read <= total
+    assert len(read) <= total // (CAP // 3), "one trim per (almost) half the cap written, not one read per line"
+    assert len(list(capped.logs_dir.iterdir())) == 2  # the head, and one side file
+    disk = sum(p.stat().st_size for p in capped.logs_dir.iterdir())
+    assert disk <= 2 * CAP, "the side file is trimmed as the build runs"
+
+
+def test_a_running_noisy_build_reads_as_head_marker_tail(capped: History):
+    build = capped.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
+    lines = _lines(2000)
+    for line in lines:
+        capped.append_log(build.id, line)
+    head, cut, tail = _split(capped.logs(build.id))
+    written = "".join(lines)
+    assert written.startswith(head) and written.endswith(tail)
+    assert len(head) + cut + len(tail) == len(written)
+
+
+def test_one_huge_line_is_cut_too(capped: History):
+    build = capped.new_build("web", Trigger.MANUAL, "create")
+    capped.append_log(build.id, "start\n")
+    capped.append_log(build.id, "é" * 1_000_000 + "\n")  # 2 MB, no newline inside
+    capped.finish(build.id, BuildStatus.SUCCESS)
+    stored = capped.log_path(build.id).read_bytes()
+    assert len(stored) <= CAP
+    head, cut, tail = _split(stored.decode("utf-8"))  # decodes cleanly: never cut inside a character
+    assert head == "start\n"
+    assert tail.endswith("é\n") and set(tail[:-1]) == {"é"}
+    assert len(head.encode()) + cut + len(tail.encode()) == 6 + 2_000_001
+
+
+def test_a_killed_build_leaves_a_readable_log_that_mark_interrupted_splices(capped: History):
+    child = _python(
+        """
+        import os, sys
+        from pathlib import Path
+        from gitops.build import BuildStatus, Trigger
+        from gitops.history import History
+        h = History(Path(sys.argv[1]), max_log_bytes=20_000)
+        b = h.new_build("web", Trigger.AUTO, "rebuild", status=BuildStatus.BUILDING)
+        for i in range(5000):
+            h.append_log(b.id, f"line {i:07d}\\n")
+        h.append_log(b.id, "the last line before the kill\\n")
+        print(b.id, flush=True)
+        os._exit(9)  # no finish: as if killed
+        """,
+        str(capped.state_dir),
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 9, err
+    build_id = out.strip()
+    written = "".join(f"line {i:07d}\n" for i in range(5000)) + "the last line before the kill\n"
+
+    assert sorted(p.name for p in capped.logs_dir.iterdir()) == [f"{build_id}.log", f"{build_id}.log.tail"]
+    before = capped.logs(build_id)
+    head, cut, tail = _split(before)
+    assert written.startswith(head) and tail.endswith("the last line before the kill\n")
+    assert len(head) + cut + len(tail) == len(written)
+
+    assert [b.id for b in capped.mark_interrupted()] == [build_id]
+    assert [p.name for p in capped.logs_dir.iterdir()] == [f"{build_id}.log"]
+    assert capped.logs(build_id) == before
+
+
+def test_a_second_writer_resumes_where_the_log_stands(tmp_path: Path):
+    first = History(tmp_path, max_log_bytes=CAP)
+    build = first.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
+    lines = _lines(1000)
+    for line in lines[:500]:
+        first.append_log(build.id, line)
+    second = History(tmp_path, max_log_bytes=CAP)
+    for line in lines[500:]:
+        second.append_log(build.id, line)
+    second.finish(build.id, BuildStatus.SUCCESS)
+    head, cut, tail = _split(second.logs(build.id))
+    written = "".join(lines)
+    assert written.startswith(head) and written.endswith(tail)
+    assert len(head) + cut + len(tail) == len(written)
+
+
+def test_max_log_bytes_must_leave_room_for_head_and_tail(tmp_path: Path):
+    with pytest.raises(ValueError):
+        History(tmp_path, max_log_bytes=100)
+
+
+def test_a_side_file_cut_short_before_its_first_line_still_reads(capped: History):
+    # Killed between creating the side file and writing its count: all it holds is output.
+    build = capped.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
+    capped.append_log(build.id, "head\n")
+    Path(f"{capped.log_path(build.id)}.tail").write_bytes(b"partial tail")
+    assert capped.logs(build.id) == "head\npartial tail"
+    capped.finish(build.id, BuildStatus.FAILED)
+    assert capped.logs(build.id) == "head\npartial tail"
+    assert [p.name for p in capped.logs_dir.iterdir()] == [f"{build.id}.log"]
+
+
+def test_a_splice_cut_short_before_the_side_file_went_is_not_spliced_twice(capped: History):
+    build = capped.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
+    for line in _lines(2000):
+        capped.append_log(build.id, line)
+    side = Path(f"{capped.log_path(build.id)}.tail")
+    leftover = side.read_bytes()
+    capped.finish(build.id, BuildStatus.SUCCESS)
+    spliced = capped.logs(build.id)
+    side.write_bytes(leftover)  # as if killed between replacing the log and deleting the side file
+
+    assert capped.logs(build.id) == spliced
+    assert [b.id for b in capped.mark_interrupted()] == []
+    capped._seal_log(build.id)
+    assert capped.logs(build.id) == spliced
+    assert not side.exists()
+
+
+def test_appending_after_a_splice_keeps_both(capped: History):
+    build = capped.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
+    for line in _lines(2000):
+        capped.append_log(build.id, line)
+    capped.finish(build.id, BuildStatus.FAILED)
+    spliced = capped.logs(build.id)
+    capped.append_log(build.id, "a late line\n")
+    assert capped.logs(build.id) == spliced + "a late line\n"

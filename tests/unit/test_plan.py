@@ -97,6 +97,8 @@ def test_plan_table(case: dict) -> None:
         assert e["reason"] in got[name].reason, f"{name}: {got[name].reason!r}"
         if "image" in e:
             assert got[name].image is not None and got[name].image.tag == e["image"]
+        if "has_container" in e:
+            assert (got[name].container is not None) is e["has_container"], got[name]
     if "expect_prune" in case:
         assert plan.prune is case["expect_prune"]
 
@@ -193,3 +195,23 @@ def test_redeploy_reason_lists_every_changed_runtime_field() -> None:
 ])
 def test_short_revision(stored: str, shown: str) -> None:
     assert short_revision(stored) == shown
+
+
+def test_remove_step_of_a_deployment_with_only_images() -> None:
+    # Its builds failed after their images were made (or its container was removed by hand), then its
+    # file was deleted: the step acts on no container, and the engine removes its images.
+    observed = Observed.from_lists([], [make_image("failed", {"build": "f2", "created": 1_700_000_200}),
+                                        make_image("failed", {"build": "f1", "created": 1_700_000_100})])
+    plan = make_plan({}, {}, observed)
+    [step] = plan.steps
+    assert (step.action, step.container, step.image) == (Action.REMOVE, None, None)
+    assert step.changes and plan.changes == [step]
+    assert json.loads(json.dumps(step.to_dict())) == {
+        "name": "failed", "action": "remove", "reason": "2 images left, no container; no deployment file declares it",
+        "file": None, "container": None, "image": None, "revision": None}
+
+
+def test_images_without_a_deployment_label_are_never_planned() -> None:
+    unlabelled = Image.from_list({"Id": "sha256:x", "RepoTags": ["kalpana/default/x:1"],
+                                  "Labels": {L.INSTANCE: INSTANCE}, "Created": 1})
+    assert make_plan({}, {}, Observed.from_lists([], [unlabelled])).steps == []
