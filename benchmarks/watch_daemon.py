@@ -169,8 +169,8 @@ class Receiver:
     def targets(self, name):
         return [wh.Target(site, repo, "main")]
 
-    def first_delivery(self, delivery):
-        return self.deliveries.first(delivery)
+    def claim_delivery(self, delivery):
+        return self.deliveries.claim(delivery)
 
     def enqueue_push(self, work, push, delivery):
         line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": "trigger",

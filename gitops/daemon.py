@@ -5,7 +5,9 @@ the webhook server's receiver) turn what they see into ``Job``s; one
 ``WorkQueue`` coalesces them; the ``Worker`` runs each job as a child process
 that it can cancel cleanly and whose memory goes away when it ends, so the
 daemon itself stays small however many builds it runs. This module wires them
-together and owns start-up and shutdown.
+together, owns start-up and shutdown, and does what the worker's verdict on a
+run asks for (``worker.follow_up``): settle its webhook deliveries, recover a
+run killed mid-swap at once, retry a failure from outside the build with backoff.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from gitops.build import Trigger
 from gitops.config import Settings
 from gitops.events import DaemonError, Events, Info, Warned
 from gitops.history import History
-from gitops.queue import Job, WorkQueue
+from gitops.queue import Backoff, Job, Running, WorkQueue
 from gitops.runtime.protocol import Runtime
 from gitops.triggers import Triggers
-from gitops.worker import CANCEL_GRACE, Worker
+from gitops.worker import CANCEL_GRACE, Outcome, Verdict, Worker, follow_up
 
 
 class Daemon:
@@ -37,7 +39,8 @@ class Daemon:
         # The worker and the queue call back into the triggers, which need the queue: the lambdas
         # look self.triggers up when called, after all three exist.
         self.worker = Worker(config_path, history, events, after_run=lambda: self.triggers.reload_quietly())
-        self.work = WorkQueue(self.worker.run, quiet=max(settings.debounce, 0.05),
+        self.retries = Backoff()
+        self.work = WorkQueue(self._run, quiet=max(settings.debounce, 0.05),
                               on_supersede=lambda running, job: self.triggers.superseded(running, job),
                               on_error=self._run_failed)
         self.triggers = Triggers(settings, config_path, runtime, history, events, self.work, self._stop)
@@ -79,5 +82,25 @@ class Daemon:
             self.events.emit(Warned(None, "insecure_webhooks is on: endpoints without a secret accept "
                                     "unsigned deliveries from anyone who can reach them"))
 
+    def _run(self, running: Running) -> None:
+        self._after(running.job, self.worker.run(running))
+
+    def _after(self, job: Job, verdict: Verdict) -> None:
+        """Do what follows a run: its deliveries handled (or free again), a recovery now, a retry later."""
+        self.triggers.settle_deliveries(job, verdict.outcome)
+        follow = follow_up(job, verdict)
+        if follow.reset_backoff:
+            self.retries.reset()
+        if follow.now is not None:
+            self.events.emit(Warned(None, f"{job.describe()}: {follow.now.reasons[0]}; "
+                                    "restoring what served before"))
+            self.work.submit(follow.now)
+        if follow.later is not None:
+            delay = self.retries.next()
+            why = "it failed outside the build" if verdict.outcome is Outcome.RETRY else "it was killed"
+            self.events.emit(Warned(None, f"{why}: retrying {follow.later.describe()} in {delay:g} s"))
+            self.work.submit_later(follow.later, delay)
+
     def _run_failed(self, job: Job, exc: Exception) -> None:
+        self.triggers.settle_deliveries(job, Outcome.FAILED)  # a redelivery may try again
         self.events.emit(DaemonError(None, f"the run of {job.describe()} failed: {type(exc).__name__}: {exc}"))

@@ -6,6 +6,10 @@ after a short quiet period, so ten pushes in a second give one build of the
 newest commit. A push for a deployment that is being built *now* cancels
 that build ("superseded by <sha>"): building an obsolete commit on a small
 machine only delays the version the user just pushed.
+
+A run that failed for a reason outside its build comes back through
+``submit_later``: it waits, on the queue's clock, for a delay the daemon
+takes from a ``Backoff``, then queues like any other job.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ class Job:
     reasons: list[str] = field(default_factory=list)
     prune: bool = False
     heal: bool = False  # drift: only start/recreate from existing images, never build
+    # The webhook deliveries this job carries: handled once it succeeds, free to be redelivered if it fails.
+    deliveries: frozenset[str] = frozenset()
 
     def merge(self, other: "Job") -> "Job":
-        """One job doing the work of both."""
+        """One job doing the work of both (and carrying the deliveries of both)."""
         names = None if self.names is None or other.names is None else self.names | other.names
         trigger = max(self.trigger, other.trigger, key=lambda t: _TRIGGER_RANK[t])
-        return Job(names, trigger, self.fetch or other.fetch, self.config or other.config,
-                   other.commit or self.commit, self.reasons + other.reasons, self.prune or other.prune,
-                   self.heal and other.heal)
+        return Job(names, trigger, fetch=self.fetch or other.fetch, config=self.config or other.config,
+                   commit=other.commit or self.commit, reasons=self.reasons + other.reasons,
+                   prune=self.prune or other.prune, heal=self.heal and other.heal,
+                   deliveries=self.deliveries | other.deliveries)
 
     def overlaps(self, other: "Job") -> bool:
         """Do the two jobs touch a common deployment (None = every deployment)?"""
@@ -59,6 +66,25 @@ def _supersedes(new: Job, running: Job) -> bool:
     """
     pulls = (new.fetch or new.config) and (running.fetch or running.config)
     return bool(pulls and new.commit and running.commit and new.commit != running.commit and new.overlaps(running))
+
+
+class Backoff:
+    """Delays between retries of a failing run: ``first`` seconds, doubling up to ``cap``; ``reset`` after a success."""
+
+    def __init__(self, first: float = 5.0, cap: float = 300.0):
+        self.first = first
+        self.cap = cap
+        self.attempts = 0
+
+    def next(self) -> float:
+        """The delay before the next retry (and count it)."""
+        delay = min(self.first * (2 ** min(self.attempts, 32)), self.cap)
+        self.attempts += 1
+        return delay
+
+    def reset(self) -> None:
+        """Something succeeded: the next failure waits ``first`` seconds again."""
+        self.attempts = 0
 
 
 class Running:
@@ -94,6 +120,8 @@ class WorkQueue:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.Condition()
         self._pending: Job | None = None
+        self._deferred: Job | None = None  # a retry, waiting until _deferred_at
+        self._deferred_at = 0.0
         self._first_at = 0.0
         self._last_at = 0.0
         self._running: Running | None = None
@@ -110,12 +138,7 @@ class WorkQueue:
         with self._lock:
             if self._closed:
                 return
-            now = self._clock.now()
-            if self._pending is None:
-                self._pending, self._first_at = job, now
-            else:
-                self._pending = self._pending.merge(job)
-            self._last_at = now
+            self._add(job, self._clock.now())
             running = self._running
             if running is not None and not running.cancelled.is_set() and _supersedes(job, running.job):
                 running.cancel(f"superseded by {job.commit[:7]}")
@@ -125,9 +148,37 @@ class WorkQueue:
                 self._on_supersede(running, job)
             self._lock.notify_all()
 
+    def submit_later(self, job: Job, delay: float) -> None:
+        """Queue ``job`` once ``delay`` seconds (on the queue's clock) have passed: a retry.
+
+        A retry already waiting is merged with it and waits for the later of the two times.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            due = self._clock.now() + max(delay, 0.0)
+            if self._deferred is None:
+                self._deferred, self._deferred_at = job, due
+            else:
+                self._deferred, self._deferred_at = self._deferred.merge(job), max(self._deferred_at, due)
+            self._lock.notify_all()
+
+    @property
+    def retry_waiting(self) -> Job | None:
+        """The retry waiting for its time, if any."""
+        with self._lock:
+            return self._deferred
+
+    def _add(self, job: Job, now: float) -> None:
+        if self._pending is None:
+            self._pending, self._first_at = job, now
+        else:
+            self._pending = self._pending.merge(job)
+        self._last_at = now
+
     @property
     def busy(self) -> bool:
-        """A job runs or waits."""
+        """A job runs or waits for its quiet period (a retry waiting for its time does not count)."""
         with self._lock:
             return self._running is not None or self._pending is not None
 
@@ -136,6 +187,7 @@ class WorkQueue:
         with self._lock:
             self._closed = True
             self._pending = None
+            self._deferred = None
             if self._running is not None and cancel_reason:
                 self._running.cancel(cancel_reason)
             self._lock.notify_all()
@@ -163,14 +215,18 @@ class WorkQueue:
         while True:
             with self._lock:
                 while not self._closed:
+                    now = self._clock.now()
+                    if self._deferred is not None and now >= self._deferred_at:
+                        # Its time has come: from here on it is work like any other (quiet period included).
+                        self._add(self._deferred, now)
+                        self._deferred = None
+                    wake = self._deferred_at if self._deferred is not None else None
                     if self._pending is not None:
-                        now = self._clock.now()
                         settle = min(self._last_at + self._quiet, self._first_at + self._max_wait)
                         if now >= settle:
                             break
-                        self._clock.wait(self._lock, settle - now)
-                    else:
-                        self._clock.wait(self._lock, None)
+                        wake = settle if wake is None else min(wake, settle)
+                    self._clock.wait(self._lock, None if wake is None else wake - now)
                 if self._closed:
                     return
                 job, self._pending = self._pending, None

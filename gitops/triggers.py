@@ -15,14 +15,15 @@ from pathlib import Path
 from gitops import webhook as wh
 from gitops.build import Trigger
 from gitops.config import Settings, load_settings
-from gitops.deliveries import Deliveries
+from gitops.deliveries import Claim, Deliveries
 from gitops.errors import DockerUnavailable, KalpanaError, SourceError
 from gitops.events import DaemonError, Events, Info, Triggered, Warned
 from gitops.history import History
-from gitops.loader import LoadResult, load_configured, load_file
+from gitops.loader import LoadResult, load_configured, load_configured_file
 from gitops.queue import Job, Running, WorkQueue
 from gitops.runtime.protocol import Runtime
 from gitops.source import GitCheckout
+from gitops.worker import Outcome
 
 HEAL_BACKOFF_MAX = 300.0
 
@@ -140,8 +141,7 @@ class Triggers:
                 continue
             before = self._file_names.get(path, set())
             if path.exists():
-                loaded, errors = load_file(path, workspace=self.settings.workspace_path,
-                                           default_image=self.settings.default_image)
+                loaded, errors = load_configured_file(self.settings, path)
                 if errors:
                     for error in errors:
                         self.events.emit(DaemonError(None, f"{error} (nothing applied for this file; "
@@ -257,9 +257,9 @@ class Triggers:
         """(secret, the setting that holds it) of a deployment, or of the instance when ``name`` is None."""
         if name is None:
             return self.settings.webhook_secret, "webhook_secret in kalpana.yaml (or KALPANA_WEBHOOK_SECRET)"
+        # Never the file's path: these words reach whoever calls the endpoint, signed or not.
         d = self._load.desired.get(name)
-        where = d.file if d else "its deployment file"
-        return (d.spec.webhook_secret if d else None), f"webhook_secret in {where}"
+        return (d.spec.webhook_secret if d else None), "webhook_secret in the deployment's file"
 
     def known(self, name: str) -> bool:
         """Does a file declare ``name`` (as of the daemon's last reload)?"""
@@ -283,18 +283,36 @@ class Triggers:
                                        auto_rebuild=d.spec.auto_rebuild, config=True))
         return found
 
-    def first_delivery(self, delivery: str | None) -> bool:
-        """Record ``delivery``; False when GitHub sent it before (a redelivery builds nothing)."""
-        return self.deliveries.first(delivery)
+    def claim_delivery(self, delivery: str | None) -> Claim:
+        """NEW (queue it), QUEUED (its job waits or runs) or HANDLED (its job succeeded): see ``Deliveries``."""
+        return self.deliveries.claim(delivery)
+
+    def settle_deliveries(self, job: Job, outcome: Outcome) -> None:
+        """After a run of ``job``: its deliveries are handled if it succeeded, free to be redelivered if not.
+
+        A run the daemon cancelled keeps them in flight: a superseded run's work (its deliveries
+        with it) went into the job that runs next, and a stopping daemon forgets them anyway.
+        """
+        if outcome is Outcome.DONE:
+            self.deliveries.done(job.deliveries)
+        elif outcome is not Outcome.CANCELLED:
+            self.deliveries.release(job.deliveries)
 
     def enqueue_push(self, work: wh.PushWork, push: wh.Push, delivery: str | None) -> None:
         """Queue what a push asks for: a sync of the config repository and/or a fetch + apply of deployments."""
         what = (["config repository"] if work.config else []) + work.deployments
         self.events.emit(Triggered(None, f"webhook push to {push.branch} at {push.after[:7]}"
                                    f" (delivery {delivery or '-'}): {', '.join(what)}"))
+        carried = frozenset({delivery}) if delivery else frozenset()
+        jobs = []
         if work.config:
-            self.work.submit(Job(None, Trigger.WEBHOOK, config=True, commit=push.after, prune=True,
-                                 reasons=[f"push {push.after[:7]}"]))
+            jobs.append(Job(None, Trigger.WEBHOOK, config=True, commit=push.after, prune=True,
+                            reasons=[f"push {push.after[:7]}"], deliveries=carried))
         if work.deployments:
-            self.work.submit(Job(frozenset(work.deployments), Trigger.WEBHOOK, fetch=True, commit=push.after,
-                                 config=work.via_config, reasons=[f"push {push.after[:7]}"]))
+            jobs.append(Job(frozenset(work.deployments), Trigger.WEBHOOK, fetch=True, commit=push.after,
+                            config=work.via_config, reasons=[f"push {push.after[:7]}"], deliveries=carried))
+        if jobs:
+            # One job, as the queue would make of the two: the delivery is handled when that one succeeds.
+            job = jobs[0] if len(jobs) == 1 else jobs[0].merge(jobs[1])
+            job.reasons = list(dict.fromkeys(job.reasons))
+            self.work.submit(job)

@@ -3,6 +3,9 @@
 Parent side: ``Worker.run`` (the work queue's runner) starts the child, sends
 the job, relays the child's events onto the daemon's bus and, on cancel, sends
 SIGTERM: the child records the build CANCELLED and restores the old container.
+It then judges how the run ended (``judge``, a pure function) and what should
+follow it (``follow_up``): nothing, a retry with backoff, or an immediate
+recovery when the child was killed mid-swap.
 Child side: ``python -m gitops.worker`` (``child_main``) runs one job through
 the engine. The line format between the two is ``worker_protocol``.
 """
@@ -18,16 +21,133 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Callable
 
 from gitops import worker_protocol as wire
-from gitops.build import BuildStatus
-from gitops.events import DaemonError, Event, Events, JobFinished, JobStarted
+from gitops.build import BuildStatus, Trigger
+from gitops.events import DaemonError, Event, Events, JobFinished, JobStarted, StepFailed
 from gitops.history import History
-from gitops.queue import Running
+from gitops.queue import Job, Running
 
 CANCEL_GRACE = 30.0  # seconds a cancelled run gets to record itself and restore the old container
+CANCELLED_EXIT = 130  # what a child exits with when a SIGTERM (or Ctrl-C) cancelled its run
+PARENT_ENV = "KALPANA_WORKER_PARENT"  # the daemon's pid, so that a child can tell its parent is already gone
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+# -- what a run came to, and what follows it ------------------------------------------
+
+
+class Outcome(str, Enum):
+    """How a run ended, as far as what happens next is concerned."""
+
+    DONE = "done"
+    """Everything it did succeeded."""
+    CANCELLED = "cancelled"
+    """The daemon cancelled it (superseded, stopping): its work went on in the next job, or stops with the daemon."""
+    FAILED = "failed"
+    """A build, a deploy or a file failed on its own (or an operator stopped it): it runs again when something changes."""
+    RETRY = "retry"
+    """It failed outside its builds (Docker, the history, the lock, a crash): retried with backoff."""
+    KILLED = "killed"
+    """A signal the daemon did not send killed it, perhaps mid-swap: recovered at once, then retried with backoff."""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What the daemon saw of one run: the input of ``judge``."""
+
+    code: int | None  # the child's exit code; negative: killed by that signal; None: it never started
+    cancelled: bool = False  # the daemon asked it to stop
+    finished: bool = False  # it wrote its result line (the engine ran to its end)
+    failed_steps: frozenset[str] = frozenset()  # deployments with a failed step (StepFailed)
+    failed_builds: frozenset[str] = frozenset()  # deployments with a build of this run recorded FAILED
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``judge``'s answer: the outcome, and which deployments a retry covers (None: the whole job)."""
+
+    outcome: Outcome
+    retry: frozenset[str] | None = None
+    signal: int | None = None  # KILLED: the signal
+
+
+def judge(report: RunReport) -> Verdict:
+    """How a run ended; pure, so that every row of the rule has a table test.
+
+    A FAILED build record of this run says the deployment failed on its own command (its build, its
+    deploy): running it again before something changes would fail the same way. Everything else that
+    fails (a child that died before writing its result line, a step that failed without a build record
+    of its own) came from outside the build, and goes away by itself: it is retried.
+    """
+    if report.cancelled:
+        return Verdict(Outcome.CANCELLED)
+    if report.code == 0:
+        return Verdict(Outcome.DONE)
+    if report.code is not None and report.code < 0:
+        return Verdict(Outcome.KILLED, signal=-report.code)
+    if report.code == CANCELLED_EXIT and not report.finished:
+        return Verdict(Outcome.FAILED)  # someone else's SIGTERM: the run recorded itself CANCELLED, as asked
+    if not report.finished:
+        return Verdict(Outcome.RETRY)
+    outside = report.failed_steps - report.failed_builds
+    if outside:
+        return Verdict(Outcome.RETRY, retry=frozenset(outside))
+    return Verdict(Outcome.FAILED)
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What the daemon does after a run: a job now, a job after the next backoff delay, and the backoff."""
+
+    now: Job | None = None
+    later: Job | None = None
+    reset_backoff: bool = False
+
+
+def follow_up(job: Job, verdict: Verdict) -> FollowUp:
+    """The work that follows a run of ``job``; pure.
+
+    A success resets the backoff, unless the job was a heal (a recovery or a drift restart): starting
+    a container proves nothing about the work that keeps failing, and a run killed over and over
+    (the OOM killer) must not be retried every 5 s because each recovery succeeds.
+    """
+    if verdict.outcome is Outcome.DONE:
+        return FollowUp(reset_backoff=not job.heal)
+    if verdict.outcome is Outcome.RETRY:
+        names = job.names if verdict.retry is None else verdict.retry
+        whole = verdict.retry is None
+        return FollowUp(later=Job(names, job.trigger, fetch=job.fetch, config=job.config and whole,
+                                  commit=job.commit, reasons=_retry_reasons(job), prune=job.prune and whole,
+                                  heal=job.heal, deliveries=job.deliveries))
+    if verdict.outcome is Outcome.KILLED:
+        # The engine's recovery (any apply runs it first) renames a half-swapped container back and starts
+        # it; a heal does only that and starts what is stopped, so what served before serves again at once.
+        recover = Job(job.names, Trigger.AUTO, reasons=[f"recovery: the run was killed by "
+                                                        f"{_signal_name(verdict.signal)}"], heal=True)
+        retry = None if job.heal else Job(job.names, job.trigger, fetch=job.fetch, config=job.config,
+                                          commit=job.commit, reasons=_retry_reasons(job), prune=job.prune,
+                                          deliveries=job.deliveries)
+        return FollowUp(now=recover, later=retry)
+    return FollowUp()
+
+
+def _retry_reasons(job: Job) -> list[str]:
+    return list(dict.fromkeys(["retry", *job.reasons]))  # a retry of a retry says so once
+
+
+def _signal_name(number: int | None) -> str:
+    try:
+        return signal.Signals(number).name
+    except (ValueError, TypeError):
+        return f"signal {number}"
+
+
+# -- the parent -------------------------------------------------------------------------
 
 
 class Worker:
@@ -40,23 +160,27 @@ class Worker:
         self.events = events
         self._after_run = after_run
 
-    def run(self, running: Running) -> None:
-        """Run ``running.job`` to its end (or cancel it when asked); reports JobStarted / JobFinished."""
+    def run(self, running: Running) -> Verdict:
+        """Run ``running.job`` to its end (or cancel it when asked); reports JobStarted / JobFinished.
+
+        Returns how it ended (``judge``), for the daemon to decide what follows.
+        """
         job = running.job
         self.events.emit(JobStarted(None, job.describe(), reasons=list(job.reasons), commit=job.commit))
         started = time.monotonic()
         try:
             child = subprocess.Popen(wire.child_command(self.config_path), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
         except OSError as exc:
             self.events.emit(DaemonError(None, f"cannot start a run: {exc}"))
-            return
+            self.events.emit(JobFinished(None, f"{job.describe()} failed: cannot start a run: {exc}", ok=False))
+            return judge(RunReport(code=None))
         watcher = threading.Thread(target=self._cancel_when_asked, args=(running, child), daemon=True)
         watcher.start()
         errors = _Drain(child.stderr)  # read stderr alongside stdout: a full pipe would block the child
         try:
-            builds, result = self._follow(child, job)
+            seen = self._follow(child, job)
             stderr = errors.result()
             code = child.wait()
         except BaseException:
@@ -68,36 +192,55 @@ class Worker:
             raise
         self._after_run()
         if running.cancel_reason:
-            self._mark_cancelled(builds, running.cancel_reason)
+            self._mark_cancelled(seen.builds, running.cancel_reason)
         ok = code == 0
         if running.cancel_reason:
             outcome, detail = "cancelled", running.cancel_reason
+        elif code < 0:
+            outcome, detail = "failed", f"killed by {_signal_name(-code)}"
         else:
             outcome = "done" if ok else "failed"
             detail = "" if ok else (stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {code}")
         self.events.emit(JobFinished(None, f"{job.describe()} {outcome} in {time.monotonic() - started:.1f} s"
                                      + (f": {detail}" if detail else ""), ok=ok, cancelled=running.cancel_reason,
-                                     changed=result.changed if result else 0))
+                                     changed=seen.result.changed if seen.result else 0))
+        finished = seen.result is not None
+        failed_builds = self._failed_builds(seen.builds) if finished and seen.failed_steps else frozenset()
+        return judge(RunReport(code=code, cancelled=bool(running.cancel_reason), finished=finished,
+                               failed_steps=frozenset(seen.failed_steps), failed_builds=failed_builds))
 
-    def _follow(self, child: subprocess.Popen, job) -> tuple[set[str], wire.RunResult | None]:
-        """Send the job, relay the child's events until it closes stdout; the builds it touched and its result."""
+    def _follow(self, child: subprocess.Popen, job) -> _Seen:
+        """Send the job, relay the child's events until it closes stdout; what they told."""
         try:
             child.stdin.write(wire.encode_job(job))
             child.stdin.close()
         except OSError:
             pass  # the child died at start: its stderr and exit code say why
-        builds: set[str] = set()
-        result: wire.RunResult | None = None
+        seen = _Seen()
         for line in child.stdout:
             message = wire.decode_line(line)
             if isinstance(message, wire.RunResult):
-                result = message
+                seen.result = message
             elif isinstance(message, Event):
                 build_id = getattr(message, "build_id", None) or (getattr(message, "build", None) or {}).get("id")
                 if build_id:
-                    builds.add(build_id)
+                    seen.builds.add(build_id)
+                if isinstance(message, StepFailed) and message.deployment:
+                    seen.failed_steps.add(message.deployment)
                 self.events.emit(message)
-        return builds, result
+        return seen
+
+    def _failed_builds(self, builds: set[str]) -> frozenset[str]:
+        """The deployments whose build of this run is recorded FAILED: they failed on their own command."""
+        failed = set()
+        for build_id in builds:
+            try:
+                build = self.history.get(build_id)
+            except Exception:  # noqa: BLE001 - an unreadable history: judged as a failure from outside
+                continue
+            if build is not None and build.status is BuildStatus.FAILED:
+                failed.add(build.deployment)
+        return frozenset(failed)
 
     def _cancel_when_asked(self, running: Running, child: subprocess.Popen) -> None:
         while child.poll() is None:
@@ -116,6 +259,15 @@ class Worker:
             build = self.history.get(build_id)
             if build and build.status is BuildStatus.CANCELLED:
                 self.history.update(build_id, error_message=reason)
+
+
+@dataclass
+class _Seen:
+    """What a child's event lines told: the builds it touched, the deployments whose step failed, its result."""
+
+    builds: set[str] = field(default_factory=set)
+    failed_steps: set[str] = field(default_factory=set)
+    result: wire.RunResult | None = None
 
 
 class _Drain:
@@ -143,6 +295,10 @@ def child_main(argv: list[str] | None = None) -> int:
     # SIGTERM (the daemon's cancel) gets what Ctrl-C gets: the build is recorded
     # CANCELLED and the old container restored.
     signal.signal(signal.SIGTERM, _interrupt)
+    # A daemon killed by SIGKILL cannot cancel its run: the kernel does it (the same SIGTERM) instead of
+    # leaving an orphan to build on for nobody.
+    if not _die_with_parent():
+        return CANCELLED_EXIT  # the daemon is already gone: nothing was started, nobody waits for this run
     # A short-lived process: skip the full garbage collection at exit (about 0.1 s), as the CLI does.
     atexit.register(gc.freeze)
     from gitops.crash import EXIT_CODE, crash_line
@@ -153,16 +309,15 @@ def child_main(argv: list[str] | None = None) -> int:
         job = wire.decode_job(sys.stdin.readline())
         result = _run(job, config)
     except (KalpanaError, wire.ProtocolError) as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).splitlines())}\n")
+        _write(sys.stderr, f"error: {' '.join(str(exc).splitlines())}\n")
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        return 130
+        _write(sys.stderr, "error: interrupted\n")
+        return CANCELLED_EXIT
     except Exception as exc:  # noqa: BLE001 - the last line of defence, as in the CLI
-        sys.stderr.write(f"error: {crash_line(exc)}\n")
+        _write(sys.stderr, f"error: {crash_line(exc)}\n")
         return EXIT_CODE
-    sys.stdout.write(wire.encode_result(result.to_dict()))
-    sys.stdout.flush()
+    _write(sys.stdout, wire.encode_result(result.to_dict()))
     return 0 if result.ok else 1
 
 
@@ -174,7 +329,8 @@ def _run(job, config: Path | None):
     settings = load_settings(str(config) if config else None)
     events = Events()
     events.subscribe(_write_event)
-    engine = Engine(settings, DockerRuntime.connect(settings.docker_host), History(settings.state_path), events)
+    history = History(settings.state_path, max_log_bytes=settings.max_log_bytes)
+    engine = Engine(settings, DockerRuntime.connect(settings.docker_host), history, events)
     names = sorted(job.names) if job.names is not None else None
     # As `kalpana apply NAME...` would; a job for every deployment prunes only when it asks to.
     prune = job.prune or job.names is not None
@@ -183,9 +339,58 @@ def _run(job, config: Path | None):
     return engine.apply(names, prune=prune, trigger=job.trigger, fetch=job.fetch, heal=job.heal)
 
 
+def _die_with_parent() -> bool:
+    """Have the kernel send SIGTERM when the daemon dies (Linux); False when it is gone already.
+
+    Best effort: elsewhere, or where prctl fails, an orphaned run goes on to its end, and ``_write``
+    keeps its writes to the dead daemon from failing the build.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError, TypeError, ValueError):
+            pass
+    # The daemon may have died before prctl (the kernel then sends nothing): the parent's pid it gave
+    # says whether this process was orphaned meanwhile. Started by hand, without it, there is nobody to lose.
+    parent = os.environ.get(PARENT_ENV, "")
+    return not parent.isdigit() or os.getppid() == int(parent)
+
+
 def _write_event(event: Event) -> None:
-    sys.stdout.write(wire.encode_event(event))
-    sys.stdout.flush()
+    _write(sys.stdout, wire.encode_event(event))
+
+
+_output_gone = False  # the daemon stopped reading (it died): events go nowhere, the run goes on
+
+
+def _write(stream, text: str) -> None:
+    """Write and flush ``text``; a reader that went away never fails the run (its builds are recorded anyway).
+
+    After the first failure stdout and stderr point at /dev/null, so that no later write, nor the
+    interpreter's last flush at exit, raises BrokenPipeError again.
+    """
+    global _output_gone
+    if _output_gone:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):  # BrokenPipeError; ValueError: the stream was closed
+        _output_gone = True
+        _silence_output()
+
+
+def _silence_output() -> None:
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(null, stream.fileno())
+    os.close(null)
 
 
 def _interrupt(signum, frame) -> None:

@@ -3,16 +3,25 @@
 Handlers only check and queue: GitHub gives up after 10 s, so the answer
 (202 with what was queued) goes out at once and the pull + apply run in the
 daemon's work queue.
+
+The signature is checked before anything else is told: an unsigned or
+wrongly signed request gets the same 401 whether or not the deployment it
+names exists (an unknown name has no secret, so no signature matches it),
+and no answer names a file on the host.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gitops import webhook as wh
+from gitops.deliveries import Claim
+
+DEPLOYMENT_SETTING = "webhook_secret in the deployment's file"
 
 
 class Receiver(Protocol):
@@ -21,7 +30,10 @@ class Receiver(Protocol):
     insecure: bool
 
     def secret_for(self, name: str | None) -> tuple[str | None, str]:
-        """(secret, the setting that holds it) of a deployment (or the instance when ``name`` is None)."""
+        """(secret, the setting that holds it) of a deployment (or the instance when ``name`` is None).
+
+        The setting's words are used for the instance endpoint only.
+        """
 
     def known(self, name: str) -> bool:
         """Is ``name`` a deployment of this instance?"""
@@ -29,8 +41,8 @@ class Receiver(Protocol):
     def targets(self, name: str | None) -> list[wh.Target]:
         """What a push to this endpoint may rebuild."""
 
-    def first_delivery(self, delivery: str | None) -> bool:
-        """Record ``delivery``; False when it was seen before (a redelivery)."""
+    def claim_delivery(self, delivery: str | None) -> Claim:
+        """NEW (and in flight from now on), QUEUED (its job waits or runs) or HANDLED (its job succeeded)."""
 
     def enqueue_push(self, work: wh.PushWork, push: wh.Push, delivery: str | None) -> None:
         """Queue the work a push asks for."""
@@ -39,6 +51,9 @@ class Receiver(Protocol):
 def create_app(receiver: Receiver) -> FastAPI:
     """The webhook app bound to a daemon."""
     app = FastAPI(title="Kalpana", docs_url=None, redoc_url=None, openapi_url=None)
+    # What an unknown deployment's signature is checked against: a key nobody knows, so the answer
+    # (and the time it takes) is that of a wrong signature.
+    nobody_knows = secrets.token_hex(32)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -46,32 +61,37 @@ def create_app(receiver: Receiver) -> FastAPI:
 
     @app.post(wh.DEPLOYMENT_PATH)
     async def deployment_webhook(name: str, request: Request) -> JSONResponse:
-        if not receiver.known(name):
-            return _answer(404, f"no deployment named {name!r} on this instance")
-        return await _handle(receiver, request, name)
+        return await _handle(receiver, request, name, nobody_knows)
 
     @app.post(wh.INSTANCE_PATH)
     async def instance_webhook(request: Request) -> JSONResponse:
-        return await _handle(receiver, request, None)
+        return await _handle(receiver, request, None, nobody_knows)
 
     return app
 
 
-async def _handle(receiver: Receiver, request: Request, name: str | None) -> JSONResponse:
+async def _handle(receiver: Receiver, request: Request, name: str | None, nobody_knows: str) -> JSONResponse:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > wh.MAX_BODY:
         return _answer(413, "payload over 25 MB")
     body = await _read_capped(request)
     if body is None:
         return _answer(413, "payload over 25 MB")
-    secret, setting = receiver.secret_for(name)
+    if name is None:
+        secret, setting = receiver.secret_for(None)
+    elif receiver.known(name):
+        # Not the receiver's words, which may name the file: the caller needs no path of the host.
+        secret, setting = receiver.secret_for(name)[0], DEPLOYMENT_SETTING
+    else:
+        secret, setting = nobody_knows, DEPLOYMENT_SETTING
     if not secret:  # an empty secret is no secret: anyone can compute an HMAC keyed with ""
         if not receiver.insecure:
             return _answer(403, f"webhook secret not configured: set {setting} (the same secret goes into "
                                 "GitHub's webhook settings)")
     elif not wh.verify(secret, body, request.headers.get(wh.SIGNATURE_HEADER)):
+        where = "" if name is None else ", and that the URL names a deployment of this instance"
         return _answer(401, f"missing or wrong {wh.SIGNATURE_HEADER} signature: check that the secret in "
-                            f"GitHub matches {setting}")
+                            f"GitHub matches {setting}{where}")
     event = request.headers.get(wh.EVENT_HEADER, "")
     delivery = request.headers.get(wh.DELIVERY_HEADER)
     if event == "ping":
@@ -89,8 +109,11 @@ async def _handle(receiver: Receiver, request: Request, name: str | None) -> JSO
     if not work.anything:
         reasons = "; ".join(f"{k}: {v}" for k, v in work.ignored.items()) or "no deployment follows this repository"
         return _answer(202, f"ignored: {reasons}", ignored=True, skipped=work.ignored)
-    if not receiver.first_delivery(delivery):
+    claim = receiver.claim_delivery(delivery)
+    if claim is Claim.HANDLED:
         return _answer(200, f"delivery {delivery} was already handled", duplicate=True)
+    if claim is Claim.QUEUED:
+        return _answer(200, f"delivery {delivery} is already queued", duplicate=True)
     receiver.enqueue_push(work, push, delivery)
     queued = (["config repository"] if work.config else []) + work.deployments
     return _answer(202, f"queued {', '.join(queued)} at {push.after[:7]}", queued=queued, commit=push.after,

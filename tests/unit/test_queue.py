@@ -15,7 +15,7 @@ from fake_clock import REAL_TIMEOUT, FakeClock
 
 from gitops.clock import SystemClock
 from gitops.history import Trigger
-from gitops.queue import Job, Running, WorkQueue
+from gitops.queue import Backoff, Job, Running, WorkQueue
 
 # Binary fractions, so that sums of fake times are exact.
 QUIET = 0.25
@@ -439,3 +439,127 @@ def test_a_runner_that_raises_does_not_kill_the_worker(make_queue, clock):
     wait_idle(clock, queue)
     assert len(calls) == 2, "the worker thread died with the first run's exception"
     assert len(errors) == 1
+
+
+# -- deliveries and retries ------------------------------------------------------------
+
+
+def test_merge_carries_the_deliveries_of_both():
+    a = push({"web"}, SHA[0], deliveries=frozenset({"d1"}))
+    b = push({"api"}, SHA[1], deliveries=frozenset({"d2", "d3"}))
+    c = Job(None, Trigger.AUTO, reasons=["file change"])
+    assert a.merge(b).merge(c).deliveries == {"d1", "d2", "d3"}
+    assert c.merge(c).deliveries == frozenset()
+
+
+def test_a_superseded_run_hands_its_deliveries_to_the_next_run(make_queue, clock):
+    # The cancelled run's push was not handled: its delivery must be settled by the run that does its work.
+    runner = FakeRunner(clock, block=True)
+    queue = make_queue(runner)
+    first_run(queue, clock, runner, push({"web"}, SHA[0], deliveries=frozenset({"d1"})))
+    pushed_at = clock.now()
+    queue.submit(push({"web"}, SHA[1], deliveries=frozenset({"d2"})))
+    pass_quiet_period(clock, pushed_at)
+    second = runner.wait_for_runs(2)[1]
+    assert second.job.deliveries == {"d1", "d2"}
+    runner.release.set()
+
+
+@pytest.mark.parametrize("failures,delays", [
+    (1, [5]),
+    (4, [5, 10, 20, 40]),
+    (9, [5, 10, 20, 40, 80, 160, 300, 300, 300]),
+])
+def test_backoff_doubles_from_5_s_to_5_minutes(failures, delays):
+    backoff = Backoff()
+    assert [backoff.next() for _ in range(failures)] == delays
+
+
+def test_backoff_starts_over_after_a_reset():
+    backoff = Backoff(first=1, cap=8)
+    assert [backoff.next() for _ in range(5)] == [1, 2, 4, 8, 8]
+    backoff.reset()
+    assert backoff.next() == 1
+    for _ in range(200):  # no overflow, however long it fails
+        assert backoff.next() <= 8
+
+
+def test_a_retry_runs_after_its_delay_on_the_queues_clock(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner)
+    failed_at = clock.now()
+    queue.submit_later(push({"web"}, SHA[0]), 5)
+    clock.wait_parked(until=failed_at + 5, thread=WORKER)
+    assert not queue.busy, "a retry waiting for its time must not hold up drift checks"
+    assert queue.retry_waiting is not None
+    clock.advance(4)
+    clock.wait_parked(until=failed_at + 5, thread=WORKER)  # not yet
+    assert runner.runs == []
+    clock.advance(1)
+    pass_quiet_period(clock, failed_at + 5)  # then it queues like any job
+    runner.wait_for_runs(1)
+    assert runner.started_at == [failed_at + 5 + QUIET]
+    assert runner.jobs[0].commit == SHA[0]
+    assert queue.retry_waiting is None
+    wait_idle(clock, queue)
+    assert len(runner.runs) == 1
+
+
+def test_two_retries_merge_and_wait_for_the_later_time(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner)
+    start = clock.now()
+    queue.submit_later(push({"web"}, SHA[0]), 10)
+    queue.submit_later(Job(frozenset({"api"}), Trigger.AUTO, reasons=["file change"]), 5)
+    clock.wait_parked(until=start + 10, thread=WORKER)
+    clock.advance(10)
+    pass_quiet_period(clock, start + 10)
+    runner.wait_for_runs(1)
+    wait_idle(clock, queue)
+    assert len(runner.runs) == 1
+    assert runner.jobs[0].names == {"web", "api"}
+
+
+def test_new_work_does_not_wait_for_a_retry(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner)
+    start = clock.now()
+    queue.submit_later(push({"web"}, SHA[0]), 60)
+    queue.submit(Job(frozenset({"api"}), Trigger.AUTO, reasons=["file change"]))
+    clock.wait_parked(until=start + QUIET, thread=WORKER)  # the earlier of the two times
+    clock.advance(QUIET)
+    runner.wait_for_runs(1)
+    assert runner.jobs[0].names == {"api"}
+    clock.wait_parked(until=start + 60, thread=WORKER)  # the retry still waits for its own time
+    clock.advance(60 - QUIET)
+    pass_quiet_period(clock, start + 60)
+    runner.wait_for_runs(2)
+    assert runner.jobs[1].names == {"web"}
+
+
+def test_a_retry_due_during_a_run_waits_for_it(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
+    queue = make_queue(runner)
+    first_run(queue, clock, runner, Job(frozenset({"api"}), Trigger.AUTO, reasons=["file change"]))
+    queue.submit_later(push({"web"}, SHA[0]), 5)
+    clock.advance(10)  # due while the first run goes on: one run at a time
+    assert len(runner.runs) == 1
+    released_at = clock.now()
+    runner.release.set()
+    pass_quiet_period(clock, released_at)
+    runner.wait_for_runs(2)
+    assert runner.jobs[1].names == {"web"}
+
+
+def test_close_drops_a_waiting_retry(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner)
+    start = clock.now()
+    queue.submit_later(push({"web"}, SHA[0]), 5)
+    clock.wait_parked(until=start + 5, thread=WORKER)
+    finished(closing(queue, cancel_reason="stopping", timeout=2), "close while a retry waits")
+    assert queue.retry_waiting is None
+    queue.submit_later(push({"web"}, SHA[1]), 1)  # closed: ignored
+    assert queue.retry_waiting is None
+    clock.advance(10)
+    assert runner.runs == []

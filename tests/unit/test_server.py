@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from gitops import webhook as wh
-from gitops.deliveries import Deliveries
+from gitops.deliveries import Claim, Deliveries
 from gitops.server.app import create_app
 
 SECRET = "It's a Secret to Everybody"
@@ -24,6 +24,7 @@ REPO = "https://github.com/Octo-Org/Hello-World.git"
 AFTER = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
 BEFORE = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 INSTANCE_SETTING = "webhook_secret in kalpana.yaml (or KALPANA_WEBHOOK_SECRET)"
+DEPLOYMENT_FILE = "/srv/kalpana/deployments.d/"  # where FakeReceiver's files live: no answer may say it
 
 
 def push_payload(ref: str = "refs/heads/main", **overrides) -> dict:
@@ -64,7 +65,8 @@ class FakeReceiver:
     pushes: list = field(default_factory=list)
 
     def secret_for(self, name):
-        setting = INSTANCE_SETTING if name is None else f"webhook_secret in deployments.d/{name}.yaml"
+        # The daemon's words once named the file: the app must not pass them on to callers.
+        setting = INSTANCE_SETTING if name is None else f"webhook_secret in {DEPLOYMENT_FILE}{name}.yaml"
         return self.secrets.get(name), setting
 
     def known(self, name):
@@ -76,8 +78,8 @@ class FakeReceiver:
         found = [wh.Target(None, self.config_repo, "main")] if self.config_repo else []
         return found + list(self.deployments.values())
 
-    def first_delivery(self, delivery):
-        return self.deliveries.first(delivery)
+    def claim_delivery(self, delivery):
+        return self.deliveries.claim(delivery)
 
     def enqueue_push(self, work, push, delivery):
         self.pushes.append((work, push, delivery))
@@ -218,13 +220,16 @@ def test_instance_endpoint_without_a_secret_is_403_naming_the_setting(receiver):
         server.stop()
 
 
-def test_deployment_endpoint_without_a_secret_is_403_naming_the_setting(receiver):
+def test_deployment_endpoint_without_a_secret_is_403_naming_the_setting_not_the_file(receiver):
     receiver.secrets = {None: SECRET}
     server = Server(receiver)
     try:
         response = server.post("/api/deployments/web/webhook", secret=None)
         assert response.status_code == 403
-        assert "webhook_secret in deployments.d/web.yaml" in response.json()["message"]
+        assert "set webhook_secret in the deployment's file" in response.json()["message"]
+        assert DEPLOYMENT_FILE not in response.text and ".yaml" not in response.text
+        # An unknown name is not "a deployment without a secret": nothing can sign for it.
+        assert server.post("/api/deployments/nope/webhook", secret=None).status_code == 401
         assert receiver.pushes == []
         assert server.post("/webhook").status_code == 202
     finally:
@@ -255,6 +260,10 @@ def test_insecure_accepts_unsigned_deliveries_where_no_secret_is_set(receiver):
         assert response.json()["queued"] == ["web"]
         # Where a secret is set, it is still checked.
         assert server.post("/api/deployments/web/webhook", secret=None).status_code == 401
+        assert len(receiver.pushes) == 1
+        # An unknown name has no secret, but is not "a deployment without one": nothing matches it.
+        unknown = server.post("/api/deployments/nope/webhook", secret=None)
+        assert unknown.status_code == 401
         assert len(receiver.pushes) == 1
     finally:
         server.stop()
@@ -360,10 +369,16 @@ def test_form_encoded_delivery_is_accepted(server):
 def test_same_delivery_twice_builds_once(server):
     delivery = str(uuid.uuid4())
     first = server.post(delivery=delivery)
-    second = server.post(delivery=delivery)
+    second = server.post(delivery=delivery)  # while the first one's job waits or runs
     assert first.status_code == 202
     assert second.status_code == 200
     assert second.json()["duplicate"] is True
+    assert "already queued" in second.json()["message"]
+    assert len(server.receiver.pushes) == 1
+    server.receiver.deliveries.done([delivery])  # the job succeeded
+    third = server.post(delivery=delivery)
+    assert third.status_code == 200 and third.json()["duplicate"] is True
+    assert "already handled" in third.json()["message"]
     assert len(server.receiver.pushes) == 1
     # Another delivery of the same push (a new id) is new work as far as the endpoint knows.
     assert server.post(delivery=str(uuid.uuid4())).status_code == 202
@@ -377,6 +392,7 @@ def test_redelivery_across_a_restart_builds_once(receiver, tmp_path):
         assert first.post(delivery=delivery).status_code == 202
     finally:
         first.stop()
+    receiver.deliveries.done([delivery])  # its job succeeded
     receiver.deliveries = Deliveries(tmp_path / "deliveries.log")  # the daemon restarted
     second = Server(receiver)
     try:
@@ -384,6 +400,42 @@ def test_redelivery_across_a_restart_builds_once(receiver, tmp_path):
     finally:
         second.stop()
     assert len(receiver.pushes) == 1
+
+
+def test_redelivery_of_a_push_whose_job_failed_runs_again(server):
+    # GitHub's "Redeliver" button is how users retry a push whose build failed.
+    delivery = str(uuid.uuid4())
+    assert server.post(delivery=delivery).status_code == 202
+    server.receiver.deliveries.release([delivery])  # its job failed
+    again = server.post(delivery=delivery)
+    assert again.status_code == 202, again.text
+    assert again.json()["queued"] == ["web"]
+    assert [d for _, _, d in server.receiver.pushes] == [delivery, delivery]
+
+
+def test_redelivery_of_a_push_the_daemon_never_ran_runs_after_a_restart(receiver, tmp_path):
+    delivery = str(uuid.uuid4())
+    first = Server(receiver)
+    try:
+        assert first.post(delivery=delivery).status_code == 202
+    finally:
+        first.stop()
+    # The daemon stopped before running it: it was never handled.
+    receiver.deliveries = Deliveries(tmp_path / "deliveries.log")
+    second = Server(receiver)
+    try:
+        assert second.post(delivery=delivery).status_code == 202
+    finally:
+        second.stop()
+    assert len(receiver.pushes) == 2
+
+
+def test_only_a_new_delivery_is_claimed(server):
+    # Pings, other events and ignored pushes leave the id alone: its real push still queues.
+    delivery = str(uuid.uuid4())
+    assert server.post(delivery=delivery, event="ping", payload={"zen": "x"}).status_code == 200
+    assert server.post(delivery=delivery, payload=push_payload("refs/heads/feature")).json()["ignored"] is True
+    assert server.receiver.deliveries.claim(delivery) is Claim.NEW
 
 
 def test_deliveries_without_an_id_are_all_queued(server):
@@ -430,10 +482,19 @@ def test_the_real_limit_is_25_mb():
     assert wh.MAX_BODY == 25 * 1024 * 1024
 
 
-def test_unknown_deployment_is_404(server):
-    response = server.post("/api/deployments/nope/webhook")
-    assert response.status_code == 404
-    assert "nope" in response.json()["message"]
+@pytest.mark.parametrize("how", ["missing", "wrong-secret", "garbage", "signed-with-the-instance-secret"])
+def test_an_unknown_deployment_answers_as_a_wrong_signature_does(server, how):
+    """Names cannot be enumerated without the secret: an unknown one gets the very answer of a bad signature."""
+    body = json.dumps(push_payload()).encode()
+    kwargs = {"missing": {"secret": None}, "wrong-secret": {"secret": "not the secret"},
+              "garbage": {"signature": "sha256=nope"}, "signed-with-the-instance-secret": {"secret": SECRET}}[how]
+    known = server.post("/api/deployments/web/webhook", body=body,
+                        **(kwargs if how != "signed-with-the-instance-secret" else {"secret": "not the secret"}))
+    unknown = server.post("/api/deployments/nope/webhook", body=body, **kwargs)
+    assert unknown.status_code == known.status_code == 401
+    assert unknown.json() == known.json()
+    assert "nope" not in unknown.text
+    assert DEPLOYMENT_FILE not in known.text and ".yaml" not in known.text
     assert server.receiver.pushes == []
 
 
