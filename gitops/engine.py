@@ -30,7 +30,7 @@ from gitops.masking import Masker, mask_url
 from gitops.plan import Action, Plan, Step, make_plan
 from gitops.runtime.protocol import Runtime
 from gitops.runtime.objects import Container, Observed
-from gitops.source import NO_SOURCE, GitCheckout, Revision, resolve
+from gitops.source import CONFIG_REPOSITORY, NO_SOURCE, GitCheckout, Revision, resolve
 from gitops.spec import Desired
 
 if TYPE_CHECKING:
@@ -68,6 +68,9 @@ class ApplyResult:
     plan: Plan
     load: LoadResult
     outcomes: list[Outcome] = field(default_factory=list)
+    # What could not be fetched (deployment names, or CONFIG_REPOSITORY): the run went on with the
+    # last good checkout, so it did not deploy what a push or poll asked for.
+    unfetched: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -77,7 +80,7 @@ class ApplyResult:
     def to_dict(self) -> dict:
         """JSON form (`apply --json`, the worker's result line)."""
         return {"ok": self.ok, "plan": self.plan.to_dict(), "errors": [str(e) for e in self.load.errors],
-                "results": [o.to_dict() for o in self.outcomes]}
+                "results": [o.to_dict() for o in self.outcomes], "unfetched": list(self.unfetched)}
 
 
 class Engine:
@@ -164,6 +167,7 @@ class Engine:
              for name, d in load.desired.items()])
 
     def _prepare(self, names: list[str] | None, prune: bool, observed: Observed | None = None,
+                 unfetched: list[str] | None = None,
                  fetch: bool = False, automatic: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
         load = self.load()
         observed = observed or self.runtime.observe(self.instance)
@@ -171,7 +175,9 @@ class Engine:
         if only:
             _require_known(only, load, also=set(observed.containers))
         if fetch:
-            self._fetch_sources([d for n, d in load.desired.items() if not only or n in only], automatic)
+            failed = self._fetch_sources([d for n, d in load.desired.items() if not only or n in only], automatic)
+            if unfetched is not None:
+                unfetched += failed
         revisions: dict[str, Revision] = {}
         broken: set[str] = set()
         for name, d in list(load.desired.items()):
@@ -194,11 +200,12 @@ class Engine:
                          prune_note=note if prune else "--no-prune", only=only, broken=broken)
         return plan, load, revisions
 
-    def _fetch_sources(self, selected: list[Desired], automatic: bool) -> None:
-        """Fetch the git sources of ``selected``; a failure keeps the old checkout.
+    def _fetch_sources(self, selected: list[Desired], automatic: bool) -> list[str]:
+        """Fetch the git sources of ``selected``; a failure keeps the old checkout. Returns those that failed.
 
         ``automatic`` runs (webhooks, polls) leave deployments with auto_rebuild: false where they are.
         """
+        failed: list[str] = []
         for d in selected:
             source = d.spec.source
             if not (source and source.repo and d.spec.enabled) or (automatic and not d.spec.auto_rebuild):
@@ -208,9 +215,11 @@ class Engine:
                 before, after = checkout.sync()
             except SourceError as exc:
                 self.events.emit(Warned(d.name, f"{exc}; using the last good checkout"))
+                failed.append(d.name)
                 continue
             if before != after:
                 self.events.emit(PhaseEntered(d.name, f"fetched {mask_url(source.repo)}: {before[:7]} -> {after[:7]}"))
+        return failed
 
     def fetch_config(self) -> tuple[str, str] | None:
         """Fetch + hard-reset the config repository; (old, new) head, or None without one."""
@@ -244,14 +253,16 @@ class Engine:
         images and leaves every other change for a real trigger: no rebuild storms.
         """
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
-            if fetch_config:  # under the lock: another run must never read a half-reset checkout
-                self.fetch_config()
+            unfetched: list[str] = []
+            # Under the lock: another run must never read a half-reset checkout.
+            if fetch_config and self.fetch_config() is None and self.settings.repo is not None:
+                unfetched.append(CONFIG_REPOSITORY)
             observed = self._recover()
-            plan, load, revisions = self._prepare(names, prune, observed, fetch=fetch,
+            plan, load, revisions = self._prepare(names, prune, observed, unfetched, fetch=fetch,
                                                   automatic=trigger is not Trigger.MANUAL)
             if plan.prune_note and prune:
                 self.events.emit(Warned(None, plan.prune_note))
-            result = ApplyResult(plan, load)
+            result = ApplyResult(plan, load, unfetched=unfetched)
             if plan.changes or force:
                 # Load the docker SDK before any record says BUILDING: an interrupt landing in the
                 # middle of that import would leave half-imported modules instead of a clean cancel.

@@ -25,6 +25,7 @@ from gitops.masking import mask_url
 from gitops.spec import SourceSpec
 
 _SKIP_DIRS = {".git"}
+CONFIG_REPOSITORY = "config repository"  #: how the config repository is named beside deployments (e.g. unfetched)
 
 _GIT_TIMEOUT = 300  # seconds: past this a clone or fetch is stuck, not slow
 

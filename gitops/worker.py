@@ -31,6 +31,7 @@ from gitops.build import BuildStatus, Trigger
 from gitops.events import DaemonError, Event, Events, JobFinished, JobStarted, StepFailed
 from gitops.history import History
 from gitops.queue import Job, Running
+from gitops.source import CONFIG_REPOSITORY
 
 CANCEL_GRACE = 30.0  # seconds a cancelled run gets to record itself and restore the old container
 CANCELLED_EXIT = 130  # what a child exits with when a SIGTERM (or Ctrl-C) cancelled its run
@@ -65,6 +66,7 @@ class RunReport:
     finished: bool = False  # it wrote its result line (the engine ran to its end)
     failed_steps: frozenset[str] = frozenset()  # deployments with a failed step (StepFailed)
     failed_builds: frozenset[str] = frozenset()  # deployments with a build of this run recorded FAILED
+    unfetched: frozenset[str] = frozenset()  # git fetches that failed: deployment names or CONFIG_REPOSITORY
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,9 @@ def judge(report: RunReport) -> Verdict:
         return Verdict(Outcome.FAILED)  # someone else's SIGTERM: the run recorded itself CANCELLED, as asked
     if not report.finished:
         return Verdict(Outcome.RETRY)
-    outside = report.failed_steps - report.failed_builds
+    if CONFIG_REPOSITORY in report.unfetched:
+        return Verdict(Outcome.RETRY)  # the files themselves may be stale: the whole job again
+    outside = (report.failed_steps - report.failed_builds) | report.unfetched
     if outside:
         return Verdict(Outcome.RETRY, retry=frozenset(outside))
     return Verdict(Outcome.FAILED)
@@ -207,7 +211,8 @@ class Worker:
         finished = seen.result is not None
         failed_builds = self._failed_builds(seen.builds) if finished and seen.failed_steps else frozenset()
         return judge(RunReport(code=code, cancelled=bool(running.cancel_reason), finished=finished,
-                               failed_steps=frozenset(seen.failed_steps), failed_builds=failed_builds))
+                               failed_steps=frozenset(seen.failed_steps), failed_builds=failed_builds,
+                               unfetched=frozenset(seen.result.unfetched if seen.result else ())))
 
     def _follow(self, child: subprocess.Popen, job) -> _Seen:
         """Send the job, relay the child's events until it closes stdout; what they told."""
@@ -318,7 +323,8 @@ def child_main(argv: list[str] | None = None) -> int:
         _write(sys.stderr, f"error: {crash_line(exc)}\n")
         return EXIT_CODE
     _write(sys.stdout, wire.encode_result(result.to_dict()))
-    return 0 if result.ok else 1
+    # A daemon run that could not fetch did not deploy what the push or poll asked for: not a success.
+    return 0 if result.ok and not result.unfetched else 1
 
 
 def _run(job, config: Path | None):

@@ -36,6 +36,7 @@ class RunResult:
     ok: bool
     changed: int = 0
     errors: list[str] = field(default_factory=list)
+    unfetched: list[str] = field(default_factory=list)  # git fetches that failed (the last good checkout was used)
 
 
 def child_command(config: Path | None, python: str = sys.executable) -> list[str]:
@@ -100,5 +101,6 @@ def decode_line(line: str) -> Event | RunResult | None:
         return None
     if data["event"] == RESULT:
         return RunResult(ok=bool(data.get("ok")), changed=len(data.get("results") or []),
-                         errors=[str(e) for e in data.get("errors") or []])
+                         errors=[str(e) for e in data.get("errors") or []],
+                         unfetched=[str(u) for u in data.get("unfetched") or []])
     return event_from_dict(data)

@@ -180,6 +180,31 @@ def test_a_run_that_failed_on_the_lock_is_retried_without_another_trigger(kalpan
     assert len(triggers) == 1, f"the retry needed another trigger: {triggers}"
 
 
+def test_a_push_whose_fetch_failed_is_retried_and_deploys_once_the_remote_answers(kalpana_project, site,
+                                                                                  start_daemon):
+    """A failed fetch leaves the last good checkout serving, but the push was not deployed: retry it."""
+    daemon = start_daemon(webhook_secret=INSTANCE_SECRET)
+    pushed = site.remote.commit_and_push({"app/index.html": "v2"}, "second version")
+    away = site.remote.bare.with_name("away.git")
+    site.remote.bare.rename(away)  # the remote stops answering
+    try:
+        mark = daemon.mark()
+        status, answer = daemon.post("site", push_payload(site.remote, pushed, "second version"),
+                                     secret=DEPLOYMENT_SECRET, delivery=str(uuid.uuid4()))
+        assert status == 202, answer
+        failed = daemon.wait_event("job_done", after=mark, ok=False, timeout=60)
+        assert "site" in failed["message"], failed
+        daemon.wait_for(lambda e: e.get("event") == "warning" and "retrying" in e.get("message", ""),
+                        after=mark, timeout=10, what="a retry being scheduled")
+        assert fetch(site.port) == (200, "v1"), "the last good checkout keeps serving"
+    finally:
+        away.rename(site.remote.bare)  # the remote is back
+    wait_serving(site.port, "v2", timeout=60)
+    daemon.wait_idle()
+    assert builds(kalpana_project, "site")[0]["commit_hash"] == pushed
+    assert len(daemon.since(mark, "trigger")) == 1, "the retry needed no other trigger"
+
+
 # -- 2: a run killed mid-swap is recovered at once --------------------------------------------------------
 
 

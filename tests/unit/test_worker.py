@@ -184,6 +184,13 @@ def test_an_unexpected_error_in_the_child_is_one_line_with_the_traceback_in_a_fi
                  Verdict(Outcome.RETRY, retry=frozenset({"web"})), id="step-failed-without-a-build-record"),
     pytest.param(RunReport(1, finished=True, failed_steps=frozenset({"web", "api"}), failed_builds=frozenset({"web"})),
                  Verdict(Outcome.RETRY, retry=frozenset({"api"})), id="retry-only-what-failed-outside-its-build"),
+    pytest.param(RunReport(1, finished=True, unfetched=frozenset({"web"})),
+                 Verdict(Outcome.RETRY, retry=frozenset({"web"})), id="its-git-fetch-failed"),
+    pytest.param(RunReport(1, finished=True, failed_steps=frozenset({"api"}), failed_builds=frozenset({"api"}),
+                           unfetched=frozenset({"web"})),
+                 Verdict(Outcome.RETRY, retry=frozenset({"web"})), id="fetch-failed-beside-a-failed-build"),
+    pytest.param(RunReport(1, finished=True, unfetched=frozenset({"config repository"})),
+                 Verdict(Outcome.RETRY), id="the-config-repository-fetch-failed"),
 ])
 def test_judge(report, verdict):
     assert judge(report) == verdict
@@ -298,6 +305,7 @@ CHILD = textwrap.dedent("""
         worker._die_with_parent = lambda: True  # as where prctl does not exist
     class Result:
         ok = True
+        unfetched = []
         def to_dict(self):
             return {{"ok": True, "errors": [], "results": []}}
     def run(job, config):

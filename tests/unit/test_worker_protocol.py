@@ -77,6 +77,9 @@ def test_the_result_line_says_ok_and_how_much_ran():
     result = wire.decode_line(line)
     assert isinstance(result, wire.RunResult)
     assert (result.ok, result.changed, result.errors) == (False, 2, ["web.yaml:3: port: bad"])
+    assert result.unfetched == []
+    fetched_badly = wire.decode_line(wire.encode_result({"ok": True, "results": [], "unfetched": ["web"]}))
+    assert fetched_badly.unfetched == ["web"]
 
 
 @pytest.mark.parametrize("line", ["", "hello from a stray print\n", "[1, 2]\n", '{"no": "event"}\n'])
