@@ -6,8 +6,8 @@ so every operation takes ``history.lock`` and opens the database afresh:
 nothing read before the lock was taken is trusted after it.
 
 Logs live in one plain file per build (``logs/<id>.log``), never in the
-database: the database is rewritten whole on every change, and listing
-builds must not drag megabytes of build output along.
+database; :mod:`gitops.build_logs` stores them, and a History owns one
+:class:`~gitops.build_logs.BuildLogs`.
 
 Both stay bounded. ``prune`` keeps the newest records of each deployment
 (and their logs) and deletes the rest in one locked rewrite, so the cost of
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import socket
 from collections.abc import Collection, Iterable
@@ -37,7 +36,8 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from gitops.build import FIELDS, Build, BuildStatus, Trigger, iso, now_iso, parse_iso, process_alive
-from gitops.errors import KalpanaError, LockTimeout
+from gitops.build_logs import DEFAULT_MAX_LOG_BYTES, BuildLogs, BuildNotFound, HistoryError
+from gitops.errors import LockTimeout
 
 _BUILDS = "builds"
 _INTENTS = "intents"
@@ -46,31 +46,11 @@ INTERRUPTED_MESSAGE = (
     "interrupted: the process running this build stopped (killed?) before it finished"
 )
 
-# Characters Docker accepts in an image tag; an id is used both as a tag and
-# as a file name, so anything else (``/``, ``..``) is refused before it can
-# reach the file system.
-_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
 _UNFINISHED = frozenset({BuildStatus.PENDING.value, BuildStatus.BUILDING.value})
-
-# The default of Settings.max_log_bytes, so that a History made without settings still caps its logs.
-DEFAULT_MAX_LOG_BYTES = 5_000_000
-# Room kept for the marker line between head and tail, so a stored log never exceeds the cap.
-_MARKER_ROOM = 256
-# Every file a build's log may consist of: ``<id>.log``, its side file ``<id>.log.tail``, their ``.tmp``s.
-_LOG_FILE = re.compile(r"(?P<id>.+?)\.log(?:\..*)?")
-
-
-class HistoryError(KalpanaError):
-    """The state directory or history file cannot be read or written."""
 
 
 class HistoryCorrupt(HistoryError):
     """The history file is not what Kalpana wrote; the message names it and the fix."""
-
-
-class BuildNotFound(KalpanaError):
-    """No build (or more than one, for a prefix) matches the id given."""
 
 
 # new_build() sets these itself; pid/host can be changed later with update()
@@ -163,18 +143,13 @@ class History:
 
     def __init__(self, state_dir: Path, lock_timeout: float = 30.0,
                  max_log_bytes: int = DEFAULT_MAX_LOG_BYTES):
-        if max_log_bytes < 4 * _MARKER_ROOM:
-            raise ValueError(f"max_log_bytes must be at least {4 * _MARKER_ROOM}, not {max_log_bytes}")
         self.state_dir = Path(state_dir)
         self.db_path = self.state_dir / "history.json"
         self.lock_path = self.state_dir / "history.lock"
         self.logs_dir = self.state_dir / "logs"
         self.lock_timeout = lock_timeout
         self.max_log_bytes = max_log_bytes
-        # The first half goes to the log file as it comes; the last part is kept in the side file.
-        self._head_cap = max_log_bytes // 2
-        self._tail_cap = max_log_bytes - self._head_cap - _MARKER_ROOM
-        self._writers: dict[str, _LogWriter] = {}
+        self.build_logs = BuildLogs(self.logs_dir, max_log_bytes)
         try:
             self.logs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -235,14 +210,6 @@ class History:
                 return int(key), record
         raise BuildNotFound(f"no build {build_id!r} in {self.db_path}; `kalpana builds NAME` lists them")
 
-    def _log_path(self, build_id: str) -> Path:
-        if not _SAFE_ID.fullmatch(build_id):
-            raise BuildNotFound(
-                f"{build_id!r} is not a build id (letters, digits, '-', '_' and '.' only); "
-                "`kalpana builds NAME` lists them"
-            )
-        return self.logs_dir / f"{build_id}.log"
-
     # -- builds -----------------------------------------------------------
 
     def new_build(
@@ -290,7 +257,7 @@ class History:
         records = [build.to_dict() for build in builds]
         ids = [record["id"] for record in records]
         for build_id in ids:
-            self._log_path(build_id)  # refuses an id that is not safe as a tag and a file name
+            self.build_logs.path(build_id)  # refuses an id that is not safe as a tag and a file name
         if len(set(ids)) != len(ids):
             raise ValueError("import_builds() got the same build id twice")
         with self._db() as db:
@@ -513,161 +480,34 @@ class History:
             # record can be added meanwhile, so a log without a record here is truly an orphan.
             # Deleted after it: no one writes to the log of a finished or vanished build, and a
             # first prune of a long history deletes thousands of files.
-            doomed = self._logs_except(kept)
-        self._delete_logs(doomed)
+            doomed = self.build_logs.files_except(kept)
+        self.build_logs.delete(doomed)
         return dropped
-
-    def _logs_except(self, kept: set[str]) -> list[Path]:
-        try:
-            names = os.listdir(self.logs_dir)
-        except FileNotFoundError:
-            return []
-        except OSError as err:
-            raise HistoryError(f"cannot list the build logs in {self.logs_dir}: {err.strerror}") from None
-        doomed = []
-        for name in names:
-            match = _LOG_FILE.fullmatch(name)
-            if match is not None and match["id"] not in kept:  # anything else is not ours to delete
-                doomed.append(self.logs_dir / name)
-        return doomed
-
-    def _delete_logs(self, paths: list[Path]) -> None:
-        failed: list[tuple[Path, OSError]] = []
-        for path in paths:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as err:
-                failed.append((path, err))
-        if failed:
-            path, err = failed[0]
-            raise HistoryError(
-                f"cannot delete {len(failed)} build log file(s), e.g. {path}: {err.strerror}; "
-                "check the permissions of the state directory"
-            )
 
     # -- logs -------------------------------------------------------------
 
     def append_log(self, build_id: str, text: str) -> None:
         """Append already-masked ``text`` to the build's log (no lock, no database).
 
-        Called once per output line, so it never re-reads the log: the first
-        half of ``max_log_bytes`` goes to the log file, and once that is full
-        the rest goes to a side file (``<id>.log.tail``) that is trimmed to its
-        last part now and then (one read of the part it keeps per as much
-        written). ``finish`` joins the two with a marker saying how much was
-        cut. A process killed meanwhile leaves both files, each readable;
-        ``logs`` joins them on reading, and ``mark_interrupted`` for good.
+        See :meth:`BuildLogs.append <gitops.build_logs.BuildLogs.append>`:
+        past ``max_log_bytes`` the newest output waits in a side file that
+        ``finish`` (or ``mark_interrupted``) splices in.
         """
-        # One writer per build, and appends keep concurrent readers sane,
-        # so the history lock is not needed here.
-        path = self._log_path(build_id)
-        data = text.encode("utf-8", errors="replace")
-        writer = self._writers.get(build_id)
-        if writer is None:
-            writer = self._writers[build_id] = self._resume_writer(path)
-        if writer.tail is None:
-            if writer.head + len(data) <= self._head_cap:
-                _append(path, data)
-                writer.head += len(data)
-                return
-            with open(_side(path), "wb") as out:
-                out.write(_side_header(0, writer.head))
-            writer.tail = 0
-        _append(_side(path), data)
-        writer.tail += len(data)
-        if writer.tail >= 2 * self._tail_cap:
-            self._trim_tail(_side(path), writer)
+        self.build_logs.append(build_id, text)
 
     def logs(self, build_id: str) -> str:
         """The build's whole log (head, cut marker, tail while it runs); "" when it has none."""
-        path = self._log_path(build_id)
-        joined = self._join_log(path)
-        if joined is not None:
-            return joined.decode("utf-8", errors="replace")
-        try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.build_logs.read(build_id)
 
     def log_path(self, build_id: str) -> Path:
         """Where the build's log file is (its head only, while a build past ``max_log_bytes`` runs)."""
-        return self._log_path(build_id)
-
-    def _resume_writer(self, path: Path) -> _LogWriter:
-        """Where a log stands on disk, for a build this History has not written to yet."""
-        try:
-            head = path.stat().st_size
-        except FileNotFoundError:
-            head = 0
-        try:
-            with open(_side(path), "rb") as side:
-                header = side.readline()
-                size = os.fstat(side.fileno()).st_size
-        except FileNotFoundError:
-            return _LogWriter(head)
-        return _LogWriter(head, size - len(header))
-
-    def _trim_tail(self, side: Path, writer: _LogWriter) -> None:
-        """Keep the last ``_tail_cap`` bytes of the side file, and count the bytes cut in its first line."""
-        with open(side, "rb") as f:
-            header = f.readline()
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(len(header), size - self._tail_cap))
-            kept = f.read()
-        cut, head = _parse_side_header(header) or (0, writer.head)
-        cut += size - len(header) - len(kept)
-        _write_atomic(side, _side_header(cut, head) + kept, durable=False)
-        writer.tail = len(kept)
-
-    def _join_log(self, path: Path) -> bytes | None:
-        """Head + marker + tail of a log that has a side file; None when it has none."""
-        # The side file first: if the writer splices it in meanwhile, the head read next is the
-        # spliced log, never the head alone.
-        try:
-            raw = _side(path).read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            head = path.read_bytes()
-        except FileNotFoundError:
-            head = b""
-        header, newline, tail = raw.partition(b"\n")
-        parsed = _parse_side_header(header + newline)
-        if parsed is None:
-            cut, tail = 0, raw  # killed while creating it: all of it is output
-        else:
-            cut, head_size = parsed
-            if len(head) != head_size:
-                # Spliced already (the side file is about to go, or a crash kept it from going):
-                # the head never changes once the side file exists, except by being spliced.
-                return head
-        if len(tail) > self._tail_cap:
-            cut += len(tail) - self._tail_cap
-            tail = tail[-self._tail_cap:]
-        if not cut:
-            return head + tail
-        skipped = _line_start(tail)
-        cut += skipped
-        gap = b"" if not head or head.endswith(b"\n") else b"\n"
-        marker = (f"[... kalpana: {cut:,} bytes of output cut here to keep this log under "
-                  f"max_log_bytes ({self.max_log_bytes:,}); the first and the last part are kept ...]\n")
-        return head + gap + marker.encode("ascii") + tail[skipped:]
-
-    def _seal_log(self, build_id: str) -> None:
-        """Splice the side file into the log file, atomically; the side file goes."""
-        self._writers.pop(build_id, None)
-        path = self._log_path(build_id)
-        joined = self._join_log(path)
-        if joined is None:
-            return
-        _write_atomic(path, joined)
-        _side(path).unlink(missing_ok=True)
+        return self.build_logs.path(build_id)
 
     def _seal_log_quietly(self, build_id: str) -> None:
         # A log that cannot be spliced must not keep a build from being recorded as ended:
         # its side file stays, and ``logs`` joins the two on every read instead.
         try:
-            self._seal_log(build_id)
+            self.build_logs.seal(build_id)
         except OSError:
             pass
 
@@ -723,67 +563,6 @@ class History:
                 table.insert(merged)
             else:
                 table.update(merged, q)
-
-
-class _LogWriter:
-    """Where one build's log stands in the process writing it."""
-
-    __slots__ = ("head", "tail")
-
-    def __init__(self, head: int, tail: int | None = None):
-        self.head = head  # bytes in the log file itself
-        self.tail = tail  # bytes of output in the side file; None until the head is full
-
-
-def _side(log: Path) -> Path:
-    return log.with_name(f"{log.name}.tail")
-
-
-def _side_header(cut: int, head: int) -> bytes:
-    """The side file's first line: bytes cut before its data, and the size of the head it follows."""
-    return b"%d %d\n" % (cut, head)
-
-
-def _parse_side_header(line: bytes) -> tuple[int, int] | None:
-    fields = line.split()
-    if not line.endswith(b"\n") or len(fields) != 2 or not all(f.isdigit() for f in fields):
-        return None
-    return int(fields[0]), int(fields[1])
-
-
-def _append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as out:
-        out.write(data)
-
-
-def _write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Replace ``path`` whole: a reader, or a crash, sees the old file or the new one.
-
-    ``durable`` also survives a power cut (fsync); a side file trimmed many
-    times per build skips that, as appending to it does.
-    """
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _line_start(tail: bytes) -> int:
-    """How many bytes to skip so a cut tail starts on a line (or at least on a character)."""
-    newline = tail.find(b"\n", 0, 64 * 1024)
-    if 0 <= newline < len(tail) - 1:
-        return newline + 1
-    skip = 0
-    while skip < min(len(tail), 3) and tail[skip] & 0xC0 == 0x80:  # UTF-8 continuation bytes
-        skip += 1
-    return skip
 
 
 def _new_id(moment: datetime, taken: set[str]) -> str:

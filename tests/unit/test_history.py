@@ -18,6 +18,7 @@ import pytest
 from gitops.errors import KalpanaError, LockTimeout
 from gitops.build import Build, BuildStatus, Trigger, now_iso
 from gitops.history import BuildNotFound, History, HistoryCorrupt
+from test_build_logs import CAP, numbered_lines, split_at_marker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -598,10 +599,7 @@ def _dead_pid() -> int:
     return child.pid
 
 
-# -- capped logs (issue 8, point 11) --------------------------------------------
-
-
-CAP = 20_000
+# -- capped logs (issue 8, point 11); the log code itself: test_build_logs.py --
 
 
 @pytest.fixture
@@ -609,20 +607,9 @@ def capped(tmp_path: Path) -> History:
     return History(tmp_path / "state", max_log_bytes=CAP)
 
 
-def _lines(n: int, width: int = 60) -> list[str]:
-    return [f"line {i:07d} ".ljust(width - 1, "x") + "\n" for i in range(n)]
-
-
-def _split(log: str) -> tuple[str, int, str]:
-    """(head, bytes cut, tail) of a log with a cut marker."""
-    match = re.search(r"\[\.\.\. kalpana: ([\d,]+) bytes of output cut here[^\n]*\]\n", log)
-    assert match, log[:200]
-    return log[:match.start()], int(match[1].replace(",", "")), log[match.end():]
-
-
 def test_a_log_under_the_cap_is_stored_as_written(capped: History):
     build = capped.new_build("web", Trigger.MANUAL, "create")
-    lines = _lines(100)
+    lines = numbered_lines(100)
     for line in lines:
         capped.append_log(build.id, line)
     capped.finish(build.id, BuildStatus.SUCCESS)
@@ -632,7 +619,7 @@ def test_a_log_under_the_cap_is_stored_as_written(capped: History):
 
 def test_a_noisy_log_keeps_head_marker_and_tail_within_the_cap(capped: History):
     build = capped.new_build("web", Trigger.MANUAL, "create")
-    lines = _lines(20_000)  # 1.2 MB
+    lines = numbered_lines(20_000)  # 1.2 MB
     for line in lines:
         capped.append_log(build.id, line)
     capped.append_log(build.id, "ERROR: the last words\n")
@@ -643,7 +630,7 @@ def test_a_noisy_log_keeps_head_marker_and_tail_within_the_cap(capped: History):
     assert [p.name for p in capped.logs_dir.iterdir()] == [f"{build.id}.log"], "side files are spliced in"
     log = capped.logs(build.id)
     assert log == stored.decode()
-    head, cut, tail = _split(log)
+    head, cut, tail = split_at_marker(log)
     written = "".join(lines) + "ERROR: the last words\n"
     assert written.startswith(head) and written.endswith(tail)
     assert len(head) + cut + len(tail) == len(written), "the marker counts exactly the bytes cut"
@@ -652,75 +639,6 @@ def test_a_noisy_log_keeps_head_marker_and_tail_within_the_cap(capped: History):
     # Whole lines on both sides of the cut.
     assert head.endswith("\n") and tail.startswith("line ")
     assert tail.endswith("ERROR: the last words\n")
-
-
-def test_appending_never_rereads_the_log(capped: History, monkeypatch):
-    from gitops import history as module
-    read: list[int] = []  # bytes, per read() call on a log file opened for reading
-    real_open = open
-
-    class Counting:
-        def __init__(self, handle):
-            self._handle = handle
-
-        def read(self, *args):
-            data = self._handle.read(*args)
-            read.append(len(data))
-            return data
-
-        def __getattr__(self, name):
-            return getattr(self._handle, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self._handle.__exit__(*exc)
-
-    def counting_open(file, mode="r", *args, **kwargs):
-        handle = real_open(file, mode, *args, **kwargs)
-        return Counting(handle) if "r" in mode else handle
-
-    monkeypatch.setattr(module, "open", counting_open, raising=False)
-    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read {self} whole while appending"))
-    build = capped.new_build("web", Trigger.MANUAL, "create")
-    total = 0
-    for line in _lines(50_000, width=100):  # 5 MB, 250 times the cap
-        capped.append_log(build.id, line)
-        total += len(line)
-    bytes_read = sum(read)
-    assert bytes_read > 0, "the side file was trimmed"
-    # Trimming the side file reads what it keeps once per as much written: about as much as was written,
-    # where re-reading the log on every line would read the cap 50,000 times (1 GB).
-    assert bytes_read <= total
-    assert len(read) <= total // (CAP // 3), "one trim per (almost) half the cap written, not one read per line"
-    assert len(list(capped.logs_dir.iterdir())) == 2  # the head, and one side file
-    disk = sum(p.stat().st_size for p in capped.logs_dir.iterdir())
-    assert disk <= 2 * CAP, "the side file is trimmed as the build runs"
-
-
-def test_a_running_noisy_build_reads_as_head_marker_tail(capped: History):
-    build = capped.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
-    lines = _lines(2000)
-    for line in lines:
-        capped.append_log(build.id, line)
-    head, cut, tail = _split(capped.logs(build.id))
-    written = "".join(lines)
-    assert written.startswith(head) and written.endswith(tail)
-    assert len(head) + cut + len(tail) == len(written)
-
-
-def test_one_huge_line_is_cut_too(capped: History):
-    build = capped.new_build("web", Trigger.MANUAL, "create")
-    capped.append_log(build.id, "start\n")
-    capped.append_log(build.id, "é" * 1_000_000 + "\n")  # 2 MB, no newline inside
-    capped.finish(build.id, BuildStatus.SUCCESS)
-    stored = capped.log_path(build.id).read_bytes()
-    assert len(stored) <= CAP
-    head, cut, tail = _split(stored.decode("utf-8"))  # decodes cleanly: never cut inside a character
-    assert head == "start\n"
-    assert tail.endswith("é\n") and set(tail[:-1]) == {"é"}
-    assert len(head.encode()) + cut + len(tail.encode()) == 6 + 2_000_001
 
 
 def test_a_killed_build_leaves_a_readable_log_that_mark_interrupted_splices(capped: History):
@@ -747,7 +665,7 @@ def test_a_killed_build_leaves_a_readable_log_that_mark_interrupted_splices(capp
 
     assert sorted(p.name for p in capped.logs_dir.iterdir()) == [f"{build_id}.log", f"{build_id}.log.tail"]
     before = capped.logs(build_id)
-    head, cut, tail = _split(before)
+    head, cut, tail = split_at_marker(before)
     assert written.startswith(head) and tail.endswith("the last line before the kill\n")
     assert len(head) + cut + len(tail) == len(written)
 
@@ -756,41 +674,14 @@ def test_a_killed_build_leaves_a_readable_log_that_mark_interrupted_splices(capp
     assert capped.logs(build_id) == before
 
 
-def test_a_second_writer_resumes_where_the_log_stands(tmp_path: Path):
-    first = History(tmp_path, max_log_bytes=CAP)
-    build = first.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
-    lines = _lines(1000)
-    for line in lines[:500]:
-        first.append_log(build.id, line)
-    second = History(tmp_path, max_log_bytes=CAP)
-    for line in lines[500:]:
-        second.append_log(build.id, line)
-    second.finish(build.id, BuildStatus.SUCCESS)
-    head, cut, tail = _split(second.logs(build.id))
-    written = "".join(lines)
-    assert written.startswith(head) and written.endswith(tail)
-    assert len(head) + cut + len(tail) == len(written)
-
-
 def test_max_log_bytes_must_leave_room_for_head_and_tail(tmp_path: Path):
     with pytest.raises(ValueError):
         History(tmp_path, max_log_bytes=100)
 
 
-def test_a_side_file_cut_short_before_its_first_line_still_reads(capped: History):
-    # Killed between creating the side file and writing its count: all it holds is output.
-    build = capped.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
-    capped.append_log(build.id, "head\n")
-    Path(f"{capped.log_path(build.id)}.tail").write_bytes(b"partial tail")
-    assert capped.logs(build.id) == "head\npartial tail"
-    capped.finish(build.id, BuildStatus.FAILED)
-    assert capped.logs(build.id) == "head\npartial tail"
-    assert [p.name for p in capped.logs_dir.iterdir()] == [f"{build.id}.log"]
-
-
 def test_a_splice_cut_short_before_the_side_file_went_is_not_spliced_twice(capped: History):
     build = capped.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
-    for line in _lines(2000):
+    for line in numbered_lines(2000):
         capped.append_log(build.id, line)
     side = Path(f"{capped.log_path(build.id)}.tail")
     leftover = side.read_bytes()
@@ -800,16 +691,21 @@ def test_a_splice_cut_short_before_the_side_file_went_is_not_spliced_twice(cappe
 
     assert capped.logs(build.id) == spliced
     assert [b.id for b in capped.mark_interrupted()] == []
-    capped._seal_log(build.id)
+    capped.build_logs.seal(build.id)
     assert capped.logs(build.id) == spliced
     assert not side.exists()
 
 
-def test_appending_after_a_splice_keeps_both(capped: History):
+def test_a_log_that_cannot_be_spliced_does_not_keep_a_build_from_ending(capped: History, monkeypatch):
     build = capped.new_build("web", Trigger.MANUAL, "create", status=BuildStatus.BUILDING)
-    for line in _lines(2000):
+    for line in numbered_lines(2000):
         capped.append_log(build.id, line)
-    capped.finish(build.id, BuildStatus.FAILED)
-    spliced = capped.logs(build.id)
-    capped.append_log(build.id, "a late line\n")
-    assert capped.logs(build.id) == spliced + "a late line\n"
+    running = capped.logs(build.id)
+
+    def full_disk(build_id):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(capped.build_logs, "seal", full_disk)
+    assert capped.finish(build.id, BuildStatus.SUCCESS).status is BuildStatus.SUCCESS
+    assert Path(f"{capped.log_path(build.id)}.tail").exists()
+    assert capped.logs(build.id) == running, "the side file stays, and reads join it in"
