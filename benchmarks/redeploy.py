@@ -6,7 +6,9 @@ Each round, interleaved:
 * ``kalpana``: change ``env`` in the deployment file and run ``python -m gitops -c kalpana.yaml apply``
   (a fresh process, as a user runs it). Measured: the apply's wall time; the port's unavailable gap
   (a background thread GETs http://127.0.0.1:<port>/ every ~5 ms and records the longest time between
-  two 200s around the apply); Kalpana's own ``durations.gap`` from ``kalpana builds web --json``.
+  two 200s around the apply); Kalpana's own ``durations.gap`` from ``kalpana builds web --json``, and
+  ``durations.trial``: since issue 8 the new version is first proven in a trial container beside the
+  old one (no host port), which costs one more container start before the gap, not in it.
 * ``raw SDK``: the same swap done in-process with the docker SDK's low-level API: stop the old container
   (timeout 0), remove it, create + start a new one of the same image (port binding, init), then GET
   until the first 200. This is the floor of the Docker work a redeploy needs.
@@ -21,97 +23,27 @@ the overhead can be attributed.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository root: the tests' poller
 
 from _common import (BASE_IMAGE, BENCH_LABEL, Deadline, KalpanaProject, Timing, bytecode_note,  # noqa: E402
                      common_arguments, configure_bytecode, deadline, docker_client, ensure_base_image, free_port,
                      cprofile_cli, importtime_profile, log, machine_info, new_run_id, print_profile, print_rows,
                      python_startup_figures, ratio,
                      remove_kalpana_instance, remove_labelled, stopwatch, summary, timing_summary, verdict)
+from tests.integration.poller import Poller, wait_200  # noqa: E402
 
 APP_PORT = 8080
 # httpd answers 200 only for a file; /tmp/index.html makes GET / a 200.
 START_COMMAND = f"echo ok > /tmp/index.html && exec httpd -f -p {APP_PORT} -h /tmp"
 DEPLOYMENT = "web"
-
-
-def get_ok(port: int, timeout: float = 0.5) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        response.read()
-        return response.status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-
-
-class GapPoller:
-    """GETs http://127.0.0.1:<port>/ every ``interval`` s in a thread; the longest time between two 200s."""
-
-    def __init__(self, port: int, interval: float = 0.005):
-        self.port = port
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._last_ok: float | None = None
-        self._max_gap = 0.0
-        self._probes = 0
-        self._thread = threading.Thread(target=self._run, name=f"poll-{port}", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ok = get_ok(self.port)
-            now = time.perf_counter()
-            with self._lock:
-                self._probes += 1
-                if ok:
-                    if self._last_ok is not None:
-                        self._max_gap = max(self._max_gap, now - self._last_ok)
-                    self._last_ok = now
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "GapPoller":
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while self.last_ok() is None:  # serving before we start measuring
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"port {self.port} never answered 200 before the measurement")
-            time.sleep(0.01)
-        with self._lock:
-            self._max_gap = 0.0
-        return self
-
-    def last_ok(self) -> float | None:
-        with self._lock:
-            return self._last_ok
-
-    def finish(self, after: float, timeout: float = 10.0) -> float:
-        """Wait for a 200 later than ``after`` (the port serves again); return the longest gap seen."""
-        deadline = time.monotonic() + timeout
-        while (self.last_ok() or 0) <= after:
-            if time.monotonic() > deadline:
-                with self._lock:
-                    return max(self._max_gap, time.perf_counter() - (self._last_ok or after))
-            time.sleep(0.005)
-        with self._lock:
-            return self._max_gap
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 class RawSwap:
@@ -139,7 +71,7 @@ class RawSwap:
 
     def setup(self) -> None:
         self.container_id = self._create_and_start()
-        wait_200(self.port, 30)
+        wait_200(self.port, 30, interval=0.005)
 
     def swap(self) -> Timing:
         """stop(timeout 0) + remove + create + start + first 200: wall seconds."""
@@ -148,16 +80,13 @@ class RawSwap:
             self.api.stop(self.container_id, timeout=0)
             self.api.remove_container(self.container_id, force=True)
             self.container_id = self._create_and_start()
-            wait_200(self.port, 30)
+            wait_200(self.port, 30, interval=0.005)
         return timing
 
 
-def wait_200(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not get_ok(port, timeout=0.5):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"port {port}: no 200 within {timeout:g} s")
-        time.sleep(0.005)
+def gap_poller(port: int) -> Poller:
+    """The poller of both rounds: a GET every 5 ms, each given 0.5 s; its longest gap is "gap polled"."""
+    return Poller(port, interval=0.005, request_timeout=0.5)
 
 
 def kalpana_spec(port: int, rev: int, healthcheck: str | None = None) -> dict[str, Any]:
@@ -201,6 +130,7 @@ def main() -> int:
     raw_gaps: list[float] = []
     recorded_gaps: list[float] = []
     recorded_deploy: list[float] = []
+    recorded_trial: list[float] = []
     startup: dict[str, Any] = {}
     profile: dict[str, Any] | None = None
     try:
@@ -210,16 +140,16 @@ def main() -> int:
             rev = 0
             project.write_deployment(DEPLOYMENT, kalpana_spec(port, rev, args.healthcheck))
             project.run("apply", timeout=300)
-            wait_200(port, 30)
+            wait_200(port, 30, interval=0.005)
             raw.setup()
 
             def kalpana_round() -> None:
                 nonlocal rev
                 rev += 1
                 project.write_deployment(DEPLOYMENT, kalpana_spec(port, rev, args.healthcheck))
-                with GapPoller(port) as poller:
+                with gap_poller(port) as poller:
                     timing, _ = project.timed("apply", timeout=300)
-                    gap = poller.finish(after=time.perf_counter())
+                    gap = poller.finish(timeout=10).longest_gap
                 build = project.run_json("builds", DEPLOYMENT, "--limit", "1")["builds"][0]
                 if build.get("status") != "SUCCESS" or build.get("action") != "redeploy":
                     failures.append(f"round {rev}: expected a successful redeploy (no rebuild), got " + json.dumps(
@@ -231,18 +161,20 @@ def main() -> int:
                     recorded_gaps.append(durations["gap"])
                 if durations.get("deploy") is not None:
                     recorded_deploy.append(durations["deploy"])
+                if durations.get("trial") is not None:
+                    recorded_trial.append(durations["trial"])
 
             def raw_round() -> None:
-                with GapPoller(raw_port) as poller:
+                with gap_poller(raw_port) as poller:
                     timing = raw.swap()
-                    gap = poller.finish(after=time.perf_counter())
+                    gap = poller.finish(timeout=10).longest_gap
                 raw_t.append(timing)
                 raw_gaps.append(gap)
 
             log("warm-up round (not timed)")
             kalpana_round()
             raw_round()
-            for lst in (apply_t, raw_t, gaps, raw_gaps, recorded_gaps, recorded_deploy):
+            for lst in (apply_t, raw_t, gaps, raw_gaps, recorded_gaps, recorded_deploy, recorded_trial):
                 lst.clear()
             log(f"timing {args.reps} rounds of: kalpana apply (env change), raw SDK swap")
             for i in range(args.reps):
@@ -279,6 +211,7 @@ def main() -> int:
     s_apply, s_raw = timing_summary(apply_t), timing_summary(raw_t)
     s_gap, s_raw_gap = summary(gaps), summary(raw_gaps)
     s_rec_gap, s_rec_deploy = summary(recorded_gaps), summary(recorded_deploy)
+    s_rec_trial = summary(recorded_trial)
     overhead = round(s_apply["median"] - s_raw["median"], 4) if apply_t and raw_t else None
     gap_max = s_gap["max"]
     imports = (startup.get("imports of apply (in-process)") or {}).get("median")
@@ -289,7 +222,8 @@ def main() -> int:
                       "rest_s": round(overhead - interpreter - imports, 4)}
     report.update({
         "apply": s_apply, "raw_sdk": s_raw, "gap_polled": s_gap, "gap_polled_raw": s_raw_gap,
-        "gap_recorded": s_rec_gap, "deploy_recorded": s_rec_deploy, "startup": startup,
+        "gap_recorded": s_rec_gap, "deploy_recorded": s_rec_deploy, "trial_recorded": s_rec_trial,
+        "startup": startup,
         "overhead_s": overhead, "overhead_attribution": attributed,
         "targets": {
             "overhead < 0.5 s": {"value": overhead, "verdict": verdict(overhead, 0.5, strict=True)},
@@ -311,7 +245,9 @@ def main() -> int:
             ("raw SDK swap", s_raw, "in-process stop(0)+remove+create+start until the first 200"),
             ("gap, kalpana (polled)", s_gap, "longest time without a 200 on the port during the apply"),
             ("gap, kalpana (recorded)", s_rec_gap, "durations.gap from `kalpana builds web --json`"),
-            ("deploy, kalpana (recorded)", s_rec_deploy, "durations.deploy (rename..remove old)"),
+            ("deploy, kalpana (recorded)", s_rec_deploy, "durations.deploy (trial..remove old)"),
+            ("  of which trial (recorded)", s_rec_trial if recorded_trial else None,
+             "durations.trial: the new version proven beside the old one, before the gap"),
             ("gap, raw SDK (polled)", s_raw_gap, "same poller around the raw swap"),
         ])
         print_rows("python start-up (a fresh `kalpana` process pays this first)", [

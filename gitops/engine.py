@@ -95,7 +95,7 @@ class Engine:
         self.instance = settings.instance
         self.builder = Builder(runtime, self.instance)
         self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
-                                             log_tail=settings.log_tail)
+                                             log_tail=settings.log_tail, publish_address=settings.publish_address)
 
     # -- reading ---------------------------------------------------------
 
@@ -126,7 +126,7 @@ class Engine:
         """Every declared deployment (and any container no file declares any more): state, URL, build."""
         from gitops.status import report  # imported here: a no-op apply never needs it
 
-        return report(self.load(), self.runtime, self.history, self.instance)
+        return report(self.load(), self.runtime, self.history, self.instance, self.settings.publish_address)
 
     def builds(self, name: str, limit: int | None = 20) -> list[Build]:
         """Build history of ``name``, newest first (``limit`` None: all)."""
@@ -192,11 +192,20 @@ class Engine:
                 load.errors.append(SpecError(d.file, d.line, "source", str(exc)))
                 broken.add(name)
                 del load.desired[name]
+        stopped = self.history.stopped()
+        selected = [d for n, d in load.desired.items() if (not only or n in only) and n not in stopped]
+        busy = routing.busy_ports(selected, observed, address=self.deployer.publish_address,
+                                  is_free=self.deployer.port_free)
+        for name, message in busy.items():
+            # Like a file error: nothing is built for it, what runs is left alone, nothing is pruned.
+            d = load.desired.pop(name)
+            load.errors.append(SpecError(d.file, d.line, "exposed_port", message))
+            broken.add(name)
         note = None
         if not load.ok:
             note = f"pruning skipped: {len(load.errors)} file error(s) this run"
         plan = make_plan(load.desired, {n: r.revision for n, r in revisions.items()}, observed,
-                         stopped=self.history.stopped(), prune=prune and load.ok,
+                         stopped=stopped, prune=prune and load.ok,
                          prune_note=note if prune else "--no-prune", only=only, broken=broken)
         return plan, load, revisions
 
@@ -385,14 +394,17 @@ class Engine:
         d = step.desired
         old = step.container
         current_port = old.host_port if old else None
-        port = routing.host_port(d, self.history, current=current_port, instance=self.instance)
-        self._phase(record, d.name, f"deploying {tag}" + (f" on {routing.url(port)}" if port else ""))
+        address = self.settings.publish_address
+        port = routing.host_port(d, self.history, current=current_port, instance=self.instance, address=address)
+        self._phase(record, d.name, f"deploying {tag}" + (f" on {routing.url(port, address)}" if port else ""))
         rollout = self.deployer.rollout(d, tag, build_id=image_build or record.id, revision=revision, old=old,
                                         host_port=port, on_phase=lambda text: self._phase(record, d.name, text))
         durations["deploy"] = round(rollout.deploy_seconds, 3)
         if rollout.gap_seconds is not None:
             durations["gap"] = round(rollout.gap_seconds, 3)
-        self._phase(record, d.name, "healthy; " + (f"serving on {routing.url(port)}" if port else "running"))
+        if rollout.trial_seconds is not None:
+            durations["trial"] = round(rollout.trial_seconds, 3)
+        self._phase(record, d.name, "healthy; " + (f"serving on {routing.url(port, address)}" if port else "running"))
         return self._finish(record, BuildStatus.SUCCESS, None, durations)
 
     def _finish(self, record: Build, status: BuildStatus, error: str | None, durations: dict[str, float]) -> Build:
@@ -442,6 +454,13 @@ class Engine:
             self.events.emit(Recovered(build.deployment, f"build {build.id} was interrupted (process gone); marked FAILED"))
         observed = self.runtime.observe(self.instance)
         everything = list(observed.containers.values()) + observed.extra
+        trials = [c for c in everything if c.trial]
+        for trial in trials:
+            # A deploy died while proving its new version beside the old one, which it had not touched yet.
+            self.runtime.remove(trial.id)
+            self.events.emit(Recovered(trial.deployment, f"removed {trial.name}, the trial container of an "
+                                       "interrupted deploy"))
+        everything = [c for c in everything if not c.trial]
         retiring = [c for c in everything if c.retiring]
         for old in retiring:
             # A swap died half-way: the successor (if any) never proved healthy, so the old one serves again.
@@ -452,7 +471,7 @@ class Engine:
             if not old.running:
                 self.runtime.start(old.id)
             self.events.emit(Recovered(old.deployment, f"restored {old.name} after an interrupted deploy"))
-        repaired = bool(retiring)
+        repaired = bool(retiring or trials)
         return self.runtime.observe(self.instance) if repaired else observed
 
     # -- operating commands ---------------------------------------------

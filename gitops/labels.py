@@ -24,6 +24,7 @@ HOST_PORT = f"{PREFIX}.host-port"
 IMAGE_REPOSITORY = "kalpana"
 # Deployment names may not contain "--" (spec.py), so no deployment's own container ends like this.
 RETIRING_SUFFIX = "--retiring"
+CANDIDATE_SUFFIX = "--candidate"
 
 
 def instance_filter(instance: str) -> list[str]:
@@ -47,6 +48,16 @@ def container_name(instance: str, deployment: str) -> str:
 def retired_name(instance: str, deployment: str) -> str:
     """Name the old container carries while its successor starts (so a crash mid-swap is recognisable)."""
     return f"{container_name(instance, deployment)}{RETIRING_SUFFIX}"
+
+
+def candidate_name(instance: str, deployment: str) -> str:
+    """Name of the trial container that proves a new version beside the running one (port mode)."""
+    return f"{container_name(instance, deployment)}{CANDIDATE_SUFFIX}"
+
+
+def is_candidate_name(name: str) -> bool:
+    """True for a trial container's name: a leftover one is never the deployment's container."""
+    return name.endswith(CANDIDATE_SUFFIX)
 
 
 def is_retired_name(name: str) -> bool:

@@ -2,19 +2,26 @@
 
 When a file sets no ``exposed_port``, one is assigned once, remembered as
 operator intent in the history database, and kept across redeploys so the
-URL never changes. Traefik routing arrives in a later change.
+URL never changes. Host ports are published on one address of this host
+(``publish_address``: every interface by default). Traefik routing arrives
+in a later change.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import zlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from gitops.errors import KalpanaError
 from gitops.spec import Desired
 
+if TYPE_CHECKING:
+    from gitops.runtime.objects import Observed
+
 PORT_RANGE = (20000, 29999)  # below the kernel's ephemeral range, so outgoing connections never take them
+ANY_ADDRESS = "0.0.0.0"  # publish_address's default: every IPv4 interface
 
 
 class PortBook(Protocol):
@@ -25,8 +32,9 @@ class PortBook(Protocol):
     def assigned_ports(self) -> dict[str, int]: ...
 
 
-def host_port(desired: Desired, book: PortBook, *, current: int | None = None, instance: str = "default") -> int | None:
-    """The host port for ``desired``: the file's, the remembered one, or a newly assigned free one."""
+def host_port(desired: Desired, book: PortBook, *, current: int | None = None, instance: str = "default",
+              address: str = ANY_ADDRESS) -> int | None:
+    """The host port for ``desired``: the file's, the remembered one, or a newly assigned one free on ``address``."""
     spec = desired.spec
     if not spec.port:
         return None
@@ -46,23 +54,70 @@ def host_port(desired: Desired, book: PortBook, *, current: int | None = None, i
     first = zlib.crc32(f"{instance}/{spec.name}".encode()) % span
     for offset in range(span):
         port = low + (first + offset) % span
-        if port not in taken and port_is_free(port):
+        if port not in taken and port_is_free(port, address):
             book.assign_port(spec.name, port)
             return port
     raise KalpanaError("no free host port left in 20000-29999: set exposed_port, or remove unused deployments")
 
 
-def port_is_free(port: int) -> bool:
-    """True when nothing on this host listens on ``port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def port_is_free(port: int, address: str = ANY_ADDRESS) -> bool:
+    """True when nothing on this host listens on ``port`` where Docker would publish it (``address``).
+
+    A listener on every interface also holds the port for one address, and the other way
+    round: the kernel refuses the bind in both cases.
+    """
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("0.0.0.0", port))
+            sock.bind((address, port))
         except OSError:
             return False
     return True
 
 
-def url(port: int | None) -> str | None:
-    """The address users open (port mode)."""
-    return f"http://localhost:{port}" if port else None
+def busy_message(port: int) -> str:
+    """What to tell the user about a host port something outside Kalpana holds."""
+    return f"port {port} is in use by another process: free it or choose another exposed_port"
+
+
+def busy_ports(desired: Iterable[Desired], observed: Observed, *, address: str = ANY_ADDRESS,
+               is_free: Callable[[int, str], bool] = port_is_free) -> dict[str, str]:
+    """Deployments whose ``exposed_port`` something outside Kalpana holds: {name: message}.
+
+    Checked before anything is built, so a taken port fails in ``plan`` instead of after the build
+    with Docker's text. A port published by a container of this instance is not "busy": the
+    deployment's own container keeps its port through a swap, and a port another deployment moves
+    off in the same run is the deploy's to sort out (two files claiming one port are the loader's).
+    Disabled deployments are skipped: nothing will bind their port.
+    """
+    ours = {public for containers in (observed.containers.values(), observed.extra)
+            for container in containers for _private, public in container.ports}
+    ours |= {c.host_port for c in list(observed.containers.values()) + observed.extra if c.running and c.host_port}
+    busy: dict[str, str] = {}
+    for d in desired:
+        port = d.spec.exposed_port
+        if not (d.spec.enabled and d.spec.port and port) or port in ours:
+            continue
+        if not is_free(port, address):
+            busy[d.name] = busy_message(port)
+    return busy
+
+
+def local_address(address: str = ANY_ADDRESS) -> str:
+    """The address this host reaches a port published on ``address`` at (a wildcard means loopback)."""
+    if address == ANY_ADDRESS:
+        return "127.0.0.1"
+    if address == "::":
+        return "::1"
+    return address
+
+
+def url(port: int | None, address: str = ANY_ADDRESS) -> str | None:
+    """The address users open (port mode): localhost, unless ports are published on one other address only."""
+    if not port:
+        return None
+    host = local_address(address)
+    if host in ("127.0.0.1", "::1"):
+        return f"http://localhost:{port}"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

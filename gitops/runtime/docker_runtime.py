@@ -195,7 +195,7 @@ class DockerRuntime:
         """Create (not start) a container with Kalpana's run settings; returns its id."""
         port, host_port = config.port, config.host_port
         host_config = self.api.create_host_config(
-            port_bindings={port: host_port} if port and host_port else None,
+            port_bindings={port: (config.publish_address, host_port)} if port and host_port else None,
             restart_policy={"Name": "unless-stopped"},
             # An init as PID 1 forwards SIGTERM: a shell or httpd as PID 1 ignores it,
             # and every stop would then wait the whole grace period.

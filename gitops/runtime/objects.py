@@ -59,7 +59,13 @@ class Container:
 
     @property
     def retiring(self) -> bool:
+        """The old container of a swap in progress (or of one that died half-way)."""
         return L.is_retired_name(self.name)
+
+    @property
+    def trial(self) -> bool:
+        """A trial container proving a new version beside the running one: never the deployment's container."""
+        return L.is_candidate_name(self.name)
 
     @property
     def host_port(self) -> int | None:
@@ -115,8 +121,8 @@ class Observed:
     def from_lists(cls, containers: list[Container], images: list[Image]) -> "Observed":
         """Group containers and images by deployment label."""
         observed = cls()
-        # Prefer the non-retiring, running, newest container as "the" container.
-        for c in sorted(containers, key=lambda c: (not c.retiring, c.running, c.created)):
+        # Prefer the running, newest container that is neither retiring nor a trial as "the" container.
+        for c in sorted(containers, key=lambda c: (not (c.retiring or c.trial), c.running, c.created)):
             if c.deployment in observed.containers:
                 observed.extra.append(observed.containers[c.deployment])
             observed.containers[c.deployment] = c

@@ -28,6 +28,7 @@ class ContainerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     port: int | None = None  # the app's port inside the container
     host_port: int | None = None  # published on the host (port mode), else None
+    publish_address: str = "0.0.0.0"  # the host address ``host_port`` is published on (settings.publish_address)
     memory: int | None = None  # bytes
     cpus: float | None = None
 

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from gitops.labels import DEPLOYMENT, INSTANCE, image_repository
+from gitops.labels import DEPLOYMENT, INSTANCE, image_repository, is_candidate_name
 
 HTTPD = "httpd -f -p 8080 -h /workspace"
 
@@ -90,8 +90,9 @@ def containers(project, name: str) -> list[Any]:
 
 
 def running_count(project, name: str) -> int:
-    """How many containers of ``name`` run right now: one listing request, no inspection (safe to poll)."""
-    return len(project.client.api.containers(filters=_filters(project, name)))
+    """How many containers of ``name`` run right now, trial containers (``--candidate``) left out: one listing."""
+    listed = project.client.api.containers(filters=_filters(project, name))
+    return sum(1 for c in listed if not is_candidate_name(c["Names"][0].lstrip("/")))
 
 
 def only_container(project, name: str) -> Any:

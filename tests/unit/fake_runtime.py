@@ -14,7 +14,9 @@ held by another running container, a container that is gone.
 
 Behaviour is scripted: ``script_build`` (lines, then an error), ``script_container``
 (what the next created container does once started: run, exit with a code, be
-restarting, fail to start). Every call lands in ``calls`` as ``(method, args)``.
+restarting, fail to start, have no address of its own). A running container has an
+address on the bridge network, as Docker gives it one. Every call lands in ``calls``
+as ``(method, args)``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ BUILD = frozenset({"load_sdk", "ensure_image", "build"})
 DEPLOY = frozenset({"load_sdk", "create", "start", "stop", "remove", "rename", "exit_info", "address_of", "logs"})
 
 _LABEL = re.compile(r'(\S+?)=("(?:[^"\\]|\\.)*")')
+#: ``Behaviour.address`` default: the container gets an address on the bridge network while it runs.
+BRIDGE = "bridge"
+_WILDCARDS = ("0.0.0.0", "::")
 _EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
@@ -54,7 +59,7 @@ class Behaviour:
     state: str = "running"  # running, exited, restarting
     exit_code: int | None = None
     logs: str = ""
-    address: str | None = None
+    address: str | None = BRIDGE  # BRIDGE: 172.17.0.<n>; None: no address of its own
     start_error: BaseException | None = None
 
 
@@ -74,12 +79,13 @@ class FakeContainer:
     started_at: datetime | None = None
     behaviour: Behaviour = field(default_factory=Behaviour)
     config: ContainerConfig | None = None
+    publish_address: str = "0.0.0.0"
 
     def raw(self) -> dict:
         """The ``/containers/json`` entry Docker would list (ports are published only while running)."""
         ports = [{"PrivatePort": self.port, "Type": "tcp"}] if self.port else []
         if ports and self.host_port and self.state == "running":
-            ports[0].update(IP="0.0.0.0", PublicPort=self.host_port)
+            ports[0].update(IP=self.publish_address, PublicPort=self.host_port)
         status = {"running": "Up 5 minutes", "created": "Created",
                   "restarting": f"Restarting ({self.exit_code}) 1 second ago"}.get(
                       self.state, f"Exited ({self.exit_code}) 1 second ago")
@@ -174,7 +180,7 @@ class FakeRuntime:
         self._builds.append(_BuildScript(list(lines), error))
 
     def script_container(self, state: str = "running", exit_code: int | None = None, logs: str = "",
-                         address: str | None = None, start_error: BaseException | None = None) -> None:
+                         address: str | None = BRIDGE, start_error: BaseException | None = None) -> None:
         """What the next container ``create`` makes does once started (default: keeps running)."""
         self._next_containers.append(Behaviour(state, exit_code, logs, address, start_error))
 
@@ -236,10 +242,14 @@ class FakeRuntime:
         return ("gone", None) if container is None else (container.state, container.exit_code)
 
     def address_of(self, container_id: str) -> str | None:
-        """The address its behaviour gives (None by default: probes go through the host port)."""
+        """Its bridge address (``172.17.0.<serial>``) or the scripted one, while it runs; else None, as Docker."""
         self._call("address_of", container_id)
         container = self.containers.get(container_id)
-        return container.behaviour.address if container else None
+        if container is None or container.state != "running" or container.behaviour.address is None:
+            return None
+        if container.behaviour.address == BRIDGE:
+            return f"172.17.0.{int(container.id[1:5]) % 250 + 2}"
+        return container.behaviour.address
 
     def started_at(self, container_id: str) -> datetime | None:
         """When it last started, if it did."""
@@ -287,7 +297,7 @@ class FakeRuntime:
         self._serial += 1
         container = FakeContainer(f"n{self._serial:04d}{'0' * 60}", config.name, config.image, dict(config.labels),
                                   float(self._serial), config.port, config.host_port, behaviour=behaviour,
-                                  config=config)
+                                  config=config, publish_address=config.publish_address)
         self.containers[container.id] = container
         self.created.append(config)
         self.created_ids.append(container.id)
@@ -300,9 +310,11 @@ class FakeRuntime:
         if container.behaviour.start_error is not None:
             raise container.behaviour.start_error
         if container.host_port and any(c.host_port == container.host_port and c.state == "running"
-                                       and c.id != container.id for c in self.containers.values()):
-            raise KalpanaError(f"cannot start container: Bind for 0.0.0.0:{container.host_port} failed: "
-                               "port is already allocated: free that host port or set another exposed_port")
+                                       and c.id != container.id
+                                       and _overlap(c.publish_address, container.publish_address)
+                                       for c in self.containers.values()):
+            raise KalpanaError(f"cannot start container: Bind for {container.publish_address}:{container.host_port} "
+                               "failed: port is already allocated: free that host port or set another exposed_port")
         container.state = container.behaviour.state
         container.exit_code = container.behaviour.exit_code
         container.started_at = _EPOCH + timedelta(seconds=self._serial)
@@ -343,6 +355,11 @@ class FakeRuntime:
         container = self.containers.get(container_id)
         lines = container.behaviour.logs.splitlines() if container else []
         return iter(lines if tail == "all" else lines[-int(tail):])
+
+
+def _overlap(one: str, other: str) -> bool:
+    """Two publish addresses collide on one port: the same, or either is every interface."""
+    return one == other or one in _WILDCARDS or other in _WILDCARDS
 
 
 def _read_member(context: BinaryIO, name: str) -> str:

@@ -88,8 +88,10 @@ class Project:
         bus.subscribe(self.events.append)
         self.clock = FakeClock()
         self.probed: list[tuple[str, int | None]] = []
+        # Host ports are free: whether one is taken by another process is the deployer's test, not the engine's.
         deployer = Deployer(runtime, INSTANCE, stop_timeout=0, log_tail=5, probe=self._probe,
-                            monotonic=self.clock.now, sleep=self.clock.advance)
+                            port_free=lambda port, address: True, monotonic=self.clock.now, sleep=self.clock.advance)
+        self.ports = {"web": HOST_PORT}  # one exposed_port per deployment: the loader refuses a shared one
         self.engine = Engine(self.settings, runtime, self.history, bus, deployer=deployer)
 
     def _probe(self, check: HealthCheck, port: int | None, host: str) -> tuple[bool, str]:
@@ -99,7 +101,8 @@ class Project:
     def write(self, name: str = "web", **overrides: Any) -> Path:
         """deployments.d/<name>.yaml: the web spec under ``name``, with ``overrides``."""
         path = self.settings.deployments_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**WEB, "name": name, **overrides}, sort_keys=False))
+        port = self.ports.setdefault(name, HOST_PORT + len(self.ports))
+        path.write_text(yaml.safe_dump({**WEB, "name": name, "exposed_port": port, **overrides}, sort_keys=False))
         return path
 
     def deployed(self, name: str = "web") -> Build:
@@ -154,7 +157,7 @@ def test_create_builds_deploys_and_the_next_plan_is_noop(project, runtime):
     container = runtime.by_name(NAME)
     assert container is not None and container.state == "running" and container.image == tag
     assert container.labels[L.BUILD_ID] == build.id
-    assert project.probed == [("127.0.0.1", HOST_PORT)]
+    assert project.probed == [(runtime.address_of(container.id), 8080)], "probed on the container's own address"
 
     # What the container and image carry reads back as "up to date".
     plan, _ = project.engine.plan()
@@ -415,3 +418,40 @@ def test_the_fake_has_every_method_of_the_runtime_protocol_with_its_parameters()
     for name in protocol:
         expected = list(inspect.signature(getattr(Runtime, name)).parameters)
         assert list(inspect.signature(getattr(FakeRuntime, name)).parameters) == expected, name
+
+
+# -- issue 8: a busy port is a file error; a trial left by a killed run is removed ---------------------
+
+
+def test_a_busy_exposed_port_is_a_file_error_and_nothing_is_built(project, runtime):
+    project.write("web")
+    project.engine.deployer.port_free = lambda port, address: port != HOST_PORT
+    runtime.allow("observe")  # no build, no create: rejected
+    result = project.engine.apply()
+    assert not result.ok and result.outcomes == []
+    [error] = result.load.errors
+    assert (error.field, error.line) == ("exposed_port", 1) and error.file.endswith("web.yaml")
+    assert error.message == f"port {HOST_PORT} is in use by another process: free it or choose another exposed_port"
+    assert result.plan.prune is False
+    assert project.engine.builds("web") == []
+
+
+def test_the_deployments_own_container_does_not_make_its_port_busy(project, runtime):
+    project.deployed()
+    project.engine.deployer.port_free = lambda port, address: False  # its container holds it
+    runtime.allow("observe")
+    plan, load = project.engine.plan()
+    assert load.ok and [(s.name, s.action.value) for s in plan.steps] == [("web", "noop")]
+
+
+def test_a_trial_container_left_by_a_killed_run_is_removed_first(project, runtime):
+    project.deployed()
+    old = runtime.by_name(NAME)
+    trial = runtime.add_container(f"{NAME}--candidate", old.image, {**old.labels, L.BUILD_ID: "later"}, port=8080)
+    runtime.allow("observe", "remove")
+    result = project.engine.apply()
+    assert result.ok and result.outcomes == []
+    assert runtime.changes() == [("remove", (trial.id,))]
+    assert list(runtime.containers) == [old.id] and old.state == "running"
+    assert any(e.message == f"removed {NAME}--candidate, the trial container of an interrupted deploy"
+               for e in project.events if type(e).__name__ == "Recovered")
