@@ -14,11 +14,16 @@ state directory, the way ``kalpana status`` and ``kalpana apply`` do.
    * ``stopped()`` and ``mark_interrupted()`` -- what every ``apply`` reads first;
    * ``new_build`` + ``finish`` -- the two locked rewrites every build adds at least.
 3. ``prune(keep=--keep)`` once (timed), and the same figures again.
+4. With ``--cli``: the real ``kalpana status`` command (a fresh process, as a user runs it; it
+   needs a Docker engine for its one listing) on that state, before and after prune, and with
+   ``--baseline-tree DIR`` also the ``kalpana status`` of another checkout (say, the code before
+   retention) on the same 20,000 records, in the same run.
 
 Every operation opens the file afresh under the lock and parses all of it, so
 its cost follows the file size: prune is what bounds it.
 
     python benchmarks/history_size.py [--records 20000] [--deployments 10] [--keep 50] [--reps 7] [--json]
+                                      [--cli [--baseline-tree DIR]]
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,6 +103,29 @@ def measure(history: History, reps: int) -> dict[str, dict[str, Any]]:
     }
 
 
+def status_project(root: Path, state: Path, deployments: int) -> Path:
+    """A kalpana.yaml over ``state`` and one deployment file per deployment of the history; its path."""
+    (root / "deployments.d").mkdir(parents=True)
+    for i in range(deployments):
+        (root / "deployments.d" / f"app-{i:02d}.yaml").write_text(
+            f"name: app-{i:02d}\nimage: busybox\nstart_command: sleep 1000\nport: 8080\nexposed_port: {29000 + i}\n")
+    config = root / "kalpana.yaml"
+    # An instance of its own: the one Docker listing finds no container, as on a fresh host.
+    config.write_text(f"state_dir: {state}\ninstance: bench-h{secrets.token_hex(3)}\n")
+    return config
+
+
+def time_status(config: Path, reps: int, tree: Path | None = None) -> dict[str, Any]:
+    """``kalpana status --json`` as a fresh process, ``reps`` times (from ``tree`` when given)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+
+    def run() -> None:
+        subprocess.run([sys.executable, "-m", "gitops", "-c", str(config), "status", "--json"], env=env,
+                       cwd=config.parent, capture_output=True, check=True, timeout=120)
+
+    return timed(run, reps)
+
+
 def state_size(history: History) -> dict[str, int]:
     return {"records": len(history.list()), "history_json_bytes": history.db_path.stat().st_size,
             "log_files": len(os.listdir(history.logs_dir))}
@@ -110,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-logs", action="store_true", help="no log file per build")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--keep-dir", action="store_true", help="keep the temporary state directory")
+    parser.add_argument("--cli", action="store_true", help="also time the `kalpana status` command (needs Docker)")
+    parser.add_argument("--baseline-tree", type=Path, metavar="DIR",
+                        help="with --cli: also time `kalpana status` of this checkout on the same records")
     args = parser.parse_args(argv)
+    cli: dict[str, Any] = {}
 
     state = Path(tempfile.mkdtemp(prefix="kalpana-history-bench-"))
     try:
@@ -122,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         before_size = state_size(history)
         log(f"created in {created_in:.1f} s; measuring ({args.reps} reps)")
         before = measure(history, args.reps)
+        if args.cli:
+            config = status_project(state / "project", state, args.deployments)
+            if args.baseline_tree:
+                cli["status, baseline tree"] = time_status(config, args.reps, args.baseline_tree)
+            cli["status, before prune"] = time_status(config, args.reps)
 
         began = time.perf_counter()
         dropped = history.prune(keep=args.keep)
@@ -129,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         after_size = state_size(history)
         log(f"prune(keep={args.keep}) dropped {len(dropped):,} records in {prune_seconds:.2f} s; measuring again")
         after = measure(history, args.reps)
+        if args.cli:
+            cli["status, after prune"] = time_status(config, args.reps)
     finally:
         if args.keep_dir:
             log(f"kept {state}")
@@ -138,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": machine_info(), "records": args.records, "deployments": args.deployments,
               "keep": args.keep, "created_seconds": round(created_in, 3), "prune_seconds": round(prune_seconds, 3),
               "dropped": len(dropped), "before": {"size": before_size, "timings": before},
-              "after": {"size": after_size, "timings": after}}
+              "after": {"size": after_size, "timings": after}, "cli": cli}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -155,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in before:
         b, a = before[name]["median"] * 1000, after[name]["median"] * 1000
         print(f"  {name:{width}}  {b:16.1f}  {a:22.1f}  {b / a:6.0f}x")
+    if cli:
+        print(f"\n`kalpana status` (fresh process, {args.deployments} deployments), median of {args.reps} (s)")
+        for name, figures in cli.items():
+            print(f"  {name:24}  {figures['median']:.3f}  (min {figures['min']:.3f}, max {figures['max']:.3f})")
     return 0
 
 

@@ -15,6 +15,7 @@ measured and recorded.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -146,7 +147,9 @@ class Deployer:
             self.wait_healthy(desired, trial_id, None, trial=True)
         except BaseException as exc:
             if trial_id:
-                self.runtime.remove(trial_id)
+                # A failing removal must not hide why the trial failed; the next run's recovery removes it.
+                with contextlib.suppress(KalpanaError):
+                    self.runtime.remove(trial_id)
             if isinstance(exc, KalpanaError) and not isinstance(exc, DeployFailed):
                 raise DeployFailed(f"{exc}; the previous container keeps serving") from None
             raise
@@ -155,8 +158,9 @@ class Deployer:
         try:
             self.runtime.remove(trial_id)
         except KalpanaError as exc:  # a leftover trial is removed by the next run's recovery
-            raise DeployFailed(f"could not remove the trial container {trial.name}: {exc}; "
-                               "the previous container keeps serving") from None
+            raise DeployFailed(f"could not remove the trial container {trial.name}: {exc}; the previous container "
+                               "keeps serving, and the next apply removes the trial (or `docker rm -f "
+                               f"{trial.name}`)") from None
 
     def _require_free(self, port: int, held: int | None) -> None:
         """DeployFailed, before the old container is touched, when something outside Kalpana holds ``port``."""
@@ -193,7 +197,8 @@ class Deployer:
                     elif host_port is not None:
                         target = (routing.local_address(self.publish_address), host_port)
                 if target is None and trial and reachable and check.type is not HealthKind.NONE:
-                    ok, last = False, "it has no IP address of its own to probe (is Docker's bridge network off?)"
+                    ok, last = False, ("it has no IP address of its own to probe: give Docker a bridge network "
+                                       "(is `\"bridge\": \"none\"` set in daemon.json?)")
                 else:
                     ok, last = self._probe(check, target[1] if target else None,
                                            target[0] if target else "127.0.0.1")

@@ -19,7 +19,9 @@ from gitops import routing
 from gitops.builder import Builder
 from gitops.config import Settings
 from gitops.deployer import Deployer
-from gitops.errors import Cancelled, KalpanaError, SourceError, SpecError, UnknownDeployment
+from gitops.build_logs import HistoryError
+from gitops.errors import (Cancelled, DockerUnavailable, ImageMissing, KalpanaError, LockTimeout, SourceError,
+                           SpecError, UnknownDeployment)
 from gitops.events import (Events, LogLine, PhaseEntered, Planned, Recovered, StepFailed, StepStarted,
                            StepSucceeded, Warned)
 from gitops.build import Build, BuildStatus, Trigger, now_iso
@@ -39,11 +41,20 @@ if TYPE_CHECKING:
 
 
 class RecordedFailure(KalpanaError):
-    """A build or deploy failed and was recorded as ``build``; what runs was kept."""
+    """A build or deploy failed and was recorded as ``build``; what runs was kept.
 
-    def __init__(self, message: str, build: Build):
+    ``transient``: the cause was outside the build (Docker unreachable, the history or the disk,
+    a registry or git remote that did not answer), so the same run may well succeed later.
+    """
+
+    def __init__(self, message: str, build: Build, transient: bool = False):
         super().__init__(message)
         self.build = build
+        self.transient = transient
+
+
+# Failures that say nothing about the deployment itself: retrying the same run later is sensible.
+TRANSIENT = (DockerUnavailable, HistoryError, LockTimeout, ImageMissing, SourceError, OSError)
 
 
 @dataclass
@@ -195,11 +206,11 @@ class Engine:
         stopped = self.history.stopped()
         selected = [d for n, d in load.desired.items() if (not only or n in only) and n not in stopped]
         busy = routing.busy_ports(selected, observed, address=self.deployer.publish_address,
-                                  is_free=self.deployer.port_free)
+                                  is_free=self.deployer.port_free, declared=load.desired)
         for name, message in busy.items():
             # Like a file error: nothing is built for it, what runs is left alone, nothing is pruned.
             d = load.desired.pop(name)
-            load.errors.append(SpecError(d.file, d.line, "exposed_port", message))
+            load.errors.append(SpecError(d.file, d.line_of("exposed_port"), "exposed_port", message))
             broken.add(name)
         note = None
         if not load.ok:
@@ -328,7 +339,8 @@ class Engine:
                 raise
             # A failed start quotes the container's log lines: they may print secrets.
             message = self._masker(step.desired).mask(str(exc)) if step.desired else str(exc)
-            self.events.emit(StepFailed(step.name, message))
+            transient = exc.transient if isinstance(exc, RecordedFailure) else isinstance(exc, TRANSIENT)
+            self.events.emit(StepFailed(step.name, message, transient=transient))
             return Outcome(step, False, exc.build if isinstance(exc, RecordedFailure) else None, message)
         raise AssertionError(f"unhandled action {step.action}")
 
@@ -387,7 +399,7 @@ class Engine:
             message = masker.mask(text)
             self.history.append_log(record.id, f"ERROR: {message}\n")
             failed = self._finish(record, BuildStatus.FAILED, message, durations)
-            raise RecordedFailure(f"{message}{kept}", failed) from None
+            raise RecordedFailure(f"{message}{kept}", failed, transient=isinstance(exc, TRANSIENT)) from None
 
     def _rollout(self, record: Build, step: Step, tag: str, revision: str, durations: dict[str, float],
                  image_build: str | None = None) -> Build:

@@ -87,6 +87,7 @@ class StepFailed(Event):
     """A step failed (``message`` says why); what was running still runs."""
 
     kind: ClassVar[str] = "step_failed"
+    transient: bool = False  # the cause was outside the deployment (Docker, disk, network): worth retrying
 
 
 @dataclass(frozen=True)

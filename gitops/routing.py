@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import zlib
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Protocol
 
 from gitops.errors import KalpanaError
 from gitops.spec import Desired
@@ -82,24 +82,35 @@ def busy_message(port: int) -> str:
 
 
 def busy_ports(desired: Iterable[Desired], observed: Observed, *, address: str = ANY_ADDRESS,
-               is_free: Callable[[int, str], bool] = port_is_free) -> dict[str, str]:
-    """Deployments whose ``exposed_port`` something outside Kalpana holds: {name: message}.
+               is_free: Callable[[int, str], bool] = port_is_free,
+               declared: Mapping[str, Desired] | None = None) -> dict[str, str]:
+    """Deployments whose ``exposed_port`` is held by something else: {name: message}.
 
     Checked before anything is built, so a taken port fails in ``plan`` instead of after the build
-    with Docker's text. A port published by a container of this instance is not "busy": the
-    deployment's own container keeps its port through a swap, and a port another deployment moves
-    off in the same run is the deploy's to sort out (two files claiming one port are the loader's).
+    with Docker's text. A deployment's own container keeps its port through a swap: not busy. A port
+    another deployment of this instance holds is busy unless that deployment moves off it (its file,
+    in ``declared``, names another exposed_port); two files claiming one port are the loader's.
     Disabled deployments are skipped: nothing will bind their port.
     """
-    ours = {public for containers in (observed.containers.values(), observed.extra)
-            for container in containers for _private, public in container.ports}
-    ours |= {c.host_port for c in list(observed.containers.values()) + observed.extra if c.running and c.host_port}
+    holders: dict[int, set[str]] = {}
+    for container in list(observed.containers.values()) + observed.extra:
+        ports = {public for _private, public in container.ports}
+        if container.running and container.host_port:
+            ports.add(container.host_port)
+        for public in ports:
+            holders.setdefault(public, set()).add(container.deployment)
+    declared = declared or {}
     busy: dict[str, str] = {}
     for d in desired:
         port = d.spec.exposed_port
-        if not (d.spec.enabled and d.spec.port and port) or port in ours:
+        if not (d.spec.enabled and d.spec.port and port):
             continue
-        if not is_free(port, address):
+        others = holders.get(port, set()) - {d.name}
+        staying = sorted(o for o in others if o in declared and declared[o].spec.exposed_port in (None, port))
+        if staying:
+            busy[d.name] = (f"port {port} is held by deployment {staying[0]} ({declared[staying[0]].file}): "
+                            "choose another exposed_port, or move that deployment off it first")
+        elif port not in holders and not is_free(port, address):
             busy[d.name] = busy_message(port)
     return busy
 

@@ -75,6 +75,10 @@ def resolve(spec: SourceSpec | None, workspace: Path, checkouts: Path | None = N
         if not checkout.exists():
             checkout.clone()
         path = checkout.path / (spec.subdir or "")
+        # A committed symlink as subdir would build whatever it points at on this host.
+        if not path.resolve().is_relative_to(checkout.path.resolve()):
+            raise SourceError(f"subdir {spec.subdir!r} of {mask_url(spec.repo)} resolves outside the repository "
+                              "(a symlink?): point source.subdir at a real directory of the repository")
         if not path.is_dir():
             raise SourceError(f"subdir {spec.subdir!r} not found in {mask_url(spec.repo)} at "
                               f"{checkout.head()[:7]}: fix source.subdir or push it")

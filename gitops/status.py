@@ -83,8 +83,14 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
         if latest and latest.status is BuildStatus.FAILED and state is State.RUNNING:
             detail = f"last build {latest.id} failed; the previous version serves"
         if interrupted:
-            detail = (f"build {latest.id} was interrupted (its process is gone); "
-                      + ("the previous version serves" if state is State.RUNNING else "`kalpana apply` repairs it"))
+            half_swapped = any(c.deployment == name and c.retiring for c in observed.extra)
+            if half_swapped:
+                what = "its swap was cut short: `kalpana apply` (or `kalpana watch`) restores the previous container"
+            elif state is State.RUNNING:
+                what = "the previous version serves"
+            else:
+                what = "`kalpana apply` repairs it"
+            detail = f"build {latest.id} was interrupted (its process is gone); {what}"
         uptime = None
         if container and container.running:
             started = runtime.started_at(container.id)

@@ -65,6 +65,7 @@ class RunReport:
     cancelled: bool = False  # the daemon asked it to stop
     finished: bool = False  # it wrote its result line (the engine ran to its end)
     failed_steps: frozenset[str] = frozenset()  # deployments with a failed step (StepFailed)
+    transient_steps: frozenset[str] = frozenset()  # of those, failed for a cause outside the deployment
     failed_builds: frozenset[str] = frozenset()  # deployments with a build of this run recorded FAILED
     unfetched: frozenset[str] = frozenset()  # git fetches that failed: deployment names or CONFIG_REPOSITORY
 
@@ -84,7 +85,8 @@ def judge(report: RunReport) -> Verdict:
     A FAILED build record of this run says the deployment failed on its own command (its build, its
     deploy): running it again before something changes would fail the same way. Everything else that
     fails (a child that died before writing its result line, a step that failed without a build record
-    of its own) came from outside the build, and goes away by itself: it is retried.
+    of its own or for a transient cause such as Docker being unreachable, a git fetch that failed) came
+    from outside the build, and goes away by itself: it is retried.
     """
     if report.cancelled:
         return Verdict(Outcome.CANCELLED)
@@ -98,7 +100,7 @@ def judge(report: RunReport) -> Verdict:
         return Verdict(Outcome.RETRY)
     if CONFIG_REPOSITORY in report.unfetched:
         return Verdict(Outcome.RETRY)  # the files themselves may be stale: the whole job again
-    outside = (report.failed_steps - report.failed_builds) | report.unfetched
+    outside = (report.failed_steps - report.failed_builds) | report.transient_steps | report.unfetched
     if outside:
         return Verdict(Outcome.RETRY, retry=frozenset(outside))
     return Verdict(Outcome.FAILED)
@@ -212,6 +214,7 @@ class Worker:
         failed_builds = self._failed_builds(seen.builds) if finished and seen.failed_steps else frozenset()
         return judge(RunReport(code=code, cancelled=bool(running.cancel_reason), finished=finished,
                                failed_steps=frozenset(seen.failed_steps), failed_builds=failed_builds,
+                               transient_steps=frozenset(seen.transient_steps),
                                unfetched=frozenset(seen.result.unfetched if seen.result else ())))
 
     def _follow(self, child: subprocess.Popen, job) -> _Seen:
@@ -232,6 +235,8 @@ class Worker:
                     seen.builds.add(build_id)
                 if isinstance(message, StepFailed) and message.deployment:
                     seen.failed_steps.add(message.deployment)
+                    if message.transient:
+                        seen.transient_steps.add(message.deployment)
                 self.events.emit(message)
         return seen
 
@@ -272,6 +277,7 @@ class _Seen:
 
     builds: set[str] = field(default_factory=set)
     failed_steps: set[str] = field(default_factory=set)
+    transient_steps: set[str] = field(default_factory=set)
     result: wire.RunResult | None = None
 
 

@@ -194,8 +194,11 @@ class DockerRuntime:
     def create(self, config: ContainerConfig) -> str:
         """Create (not start) a container with Kalpana's run settings; returns its id."""
         port, host_port = config.port, config.host_port
+        # The default (every interface) is Docker's own default binding, IPv4 and IPv6 alike; an
+        # explicit 0.0.0.0 binding would drop IPv6 and with it clients that resolve localhost to ::1.
+        bound = host_port if config.publish_address in (None, "0.0.0.0", "::") else (config.publish_address, host_port)
         host_config = self.api.create_host_config(
-            port_bindings={port: (config.publish_address, host_port)} if port and host_port else None,
+            port_bindings={port: bound} if port and host_port else None,
             restart_policy={"Name": "unless-stopped"},
             # An init as PID 1 forwards SIGTERM: a shell or httpd as PID 1 ignores it,
             # and every stop would then wait the whole grace period.

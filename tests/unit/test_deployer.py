@@ -219,6 +219,19 @@ class TrialStaysPut(FakeRuntime):
         super().remove(container_id)
 
 
+def test_a_failed_trial_that_cannot_be_removed_still_says_why_it_failed(clock):
+    """The removal's error must not hide the health failure; the next run's recovery removes the trial."""
+    runtime = TrialStaysPut(allow=ROLLOUT)
+    desired = make_desired()
+    _, old = add_old(runtime, desired)
+
+    with pytest.raises(DeployFailed) as failure:
+        rollout(make_deployer(runtime, clock, Probe(healthy_from=None)), desired, old)
+
+    assert "was not healthy within" in str(failure.value), failure.value
+    assert "removal of container" not in str(failure.value)
+
+
 def test_a_proven_trial_that_cannot_be_removed_fails_before_the_old_one_is_touched(clock):
     runtime = TrialStaysPut(allow=ROLLOUT)
     desired = make_desired()
@@ -229,7 +242,8 @@ def test_a_proven_trial_that_cannot_be_removed_fails_before_the_old_one_is_touch
 
     assert str(failure.value) == ("could not remove the trial container web--candidate: Docker refused: removal "
                                   "of container web--candidate is already in progress; the previous container "
-                                  "keeps serving")
+                                  "keeps serving, and the next apply removes the trial (or `docker rm -f "
+                                  "web--candidate`)")
     assert [m for m, _ in runtime.changes()] == ["create", "start", "remove"]
     assert (old_fake.name, old_fake.state) == ("web", "running")
     runtime.assert_no_violations()
@@ -628,3 +642,20 @@ def test_port_is_free_binds_on_the_publish_address(listener):
 ])
 def test_url_names_the_address_users_reach(port, address, url):
     assert routing.url(port, address) == url
+
+
+@pytest.mark.parametrize(("web_fields", "expected"), [
+    pytest.param(dict(port=8080), True, id="the-holder-keeps-its-assigned-port"),
+    pytest.param(dict(port=8080, exposed_port=8081), True, id="the-holder-declares-that-port"),
+    pytest.param(dict(port=8080, exposed_port=9090), False, id="the-holder-moves-off-it"),
+])
+def test_a_port_another_deployment_keeps_is_busy_and_named(web_fields, expected):
+    web = spec_with("web", **web_fields)
+    result = routing.busy_ports([spec_with("api", port=8080, exposed_port=8081)],
+                                observed_with(dict(deployment="web", label=8081, published=8081)),
+                                is_free=lambda port, address: False, declared={"web": web})
+    if expected:
+        assert result == {"api": f"port 8081 is held by deployment web ({web.file}): choose another exposed_port, "
+                                 "or move that deployment off it first"}
+    else:
+        assert result == {}

@@ -23,7 +23,7 @@ from gitops.build import Build, BuildStatus, Trigger
 from gitops.config import Settings
 from gitops.deployer import Deployer
 from gitops.engine import Engine
-from gitops.errors import BuildFailed, Cancelled, KalpanaError, UnknownDeployment
+from gitops.errors import BuildFailed, Cancelled, DockerUnavailable, ImageMissing, KalpanaError, UnknownDeployment
 from gitops.events import (Event, Events, LogLine, PhaseEntered, Planned, StepFailed, StepStarted, StepSucceeded,
                            Warned)
 from gitops.history import History
@@ -430,7 +430,8 @@ def test_a_busy_exposed_port_is_a_file_error_and_nothing_is_built(project, runti
     result = project.engine.apply()
     assert not result.ok and result.outcomes == []
     [error] = result.load.errors
-    assert (error.field, error.line) == ("exposed_port", 1) and error.file.endswith("web.yaml")
+    assert error.field == "exposed_port" and error.file.endswith("web.yaml")
+    assert Path(error.file).read_text().splitlines()[error.line - 1].startswith("exposed_port:"), error.line
     assert error.message == f"port {HOST_PORT} is in use by another process: free it or choose another exposed_port"
     assert result.plan.prune is False
     assert project.engine.builds("web") == []
@@ -455,3 +456,23 @@ def test_a_trial_container_left_by_a_killed_run_is_removed_first(project, runtim
     assert list(runtime.containers) == [old.id] and old.state == "running"
     assert any(e.message == f"removed {NAME}--candidate, the trial container of an interrupted deploy"
                for e in project.events if type(e).__name__ == "Recovered")
+
+
+@pytest.mark.parametrize(("error", "transient"), [
+    pytest.param(BuildFailed("The command '/bin/sh -c exit 3' returned a non-zero code: 3"), False,
+                 id="its-own-command-failed"),
+    pytest.param(DockerUnavailable("unix:///var/run/docker.sock", "connection refused"), True,
+                 id="docker-went-away-mid-build"),
+    pytest.param(ImageMissing("busybox:1.36", "registry unreachable"), True, id="the-base-image-could-not-be-pulled"),
+])
+def test_a_failed_step_says_whether_its_cause_was_outside_the_deployment(project, runtime, error, transient):
+    """The daemon retries a transient failure with backoff; a build's own failure waits for a change."""
+    project.deployed()
+    project.write(build_command="make")
+    runtime.allow("observe", *BUILD)
+    runtime.script_build(["Step 3/4 : RUN make"], error)
+    result = project.engine.apply()
+    [outcome] = result.outcomes
+    assert outcome.build.status is BuildStatus.FAILED  # recorded either way
+    [failed] = [e for e in project.events if isinstance(e, StepFailed)]
+    assert failed.transient is transient

@@ -514,3 +514,14 @@ def test_an_ssh_key_path_cannot_inject_ssh_options_or_commands(tmp_path):
     assert split[:3] == ["ssh", "-i", hostile]
     assert not any(w.startswith("-oProxyCommand") for w in split)
     assert not marker.exists()
+
+
+def test_a_subdir_that_is_a_committed_symlink_out_of_the_repository_is_refused(remote, checkouts, tmp_path):
+    outside = tmp_path / "host-secrets"
+    outside.mkdir()
+    (outside / "shadow").write_text("root:x:0:0\n")
+    (remote.work / "app-link").symlink_to(outside)
+    remote.commit({}, "a symlink out of the repository")
+    with pytest.raises(SourceError, match="resolves outside the repository") as failure:
+        resolve(SourceSpec(repo=str(remote.bare), subdir="app-link"), tmp_path, checkouts)
+    assert "root:x" not in str(failure.value)
