@@ -406,6 +406,10 @@ def _silence_output() -> None:
 
 
 def _interrupt(signum, frame) -> None:
+    # One cancel is enough: a second SIGTERM (the kernel's parent-death signal can follow the daemon's
+    # own, or come twice) must not cut short the recording of the first and leave the build BUILDING.
+    # A cancel that hangs is ended with SIGKILL by the daemon after CANCEL_GRACE.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

@@ -406,3 +406,18 @@ def test_writing_to_a_daemon_that_stopped_reading_never_fails(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, timeout=30)
     assert (tmp_path / "ok").read_text() == "finished"
     assert done.returncode == 0  # an error while flushing at exit would make it 120
+
+
+def test_a_second_sigterm_cannot_cut_short_the_recording_of_the_first():
+    """The first SIGTERM cancels; any later one is ignored until the cancel is recorded."""
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, worker_module._interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here at the latest
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)  # must not raise again
+        time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGTERM, before)
