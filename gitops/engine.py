@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gitops import labels as L
@@ -22,10 +21,12 @@ from gitops.deployer import Deployer
 from gitops.build_logs import HistoryError
 from gitops.errors import (Cancelled, DockerUnavailable, ImageMissing, KalpanaError, LockTimeout, SourceError,
                            SpecError, UnknownDeployment)
-from gitops.events import (Events, LogLine, PhaseEntered, Planned, Recovered, StepFailed, StepStarted,
+from gitops.events import (Events, LogLine, PhaseEntered, Planned, StepFailed, StepStarted,
                            StepSucceeded, Warned)
 from gitops.build import Build, BuildStatus, Trigger, now_iso
+from gitops.apply_result import ApplyResult, Outcome
 from gitops.history import History
+from gitops.housekeeping import Housekeeping
 from gitops.loader import LoadResult, load_configured
 from gitops.lock import ApplyLock
 from gitops.masking import Masker, mask_url
@@ -57,43 +58,6 @@ class RecordedFailure(KalpanaError):
 TRANSIENT = (DockerUnavailable, HistoryError, LockTimeout, ImageMissing, SourceError, OSError)
 
 
-@dataclass
-class Outcome:
-    """What one executed step came to."""
-
-    step: Step
-    ok: bool
-    build: Build | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict:
-        """JSON form: the step, ok, the error and the build record."""
-        return {**self.step.to_dict(), "ok": self.ok, "error": self.error,
-                "build": self.build.to_dict() if self.build else None}
-
-
-@dataclass
-class ApplyResult:
-    """A plan and what executing it did."""
-
-    plan: Plan
-    load: LoadResult
-    outcomes: list[Outcome] = field(default_factory=list)
-    # What could not be fetched (deployment names, or CONFIG_REPOSITORY): the run went on with the
-    # last good checkout, so it did not deploy what a push or poll asked for.
-    unfetched: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Every file loaded and every executed step succeeded."""
-        return self.load.ok and all(o.ok for o in self.outcomes)
-
-    def to_dict(self) -> dict:
-        """JSON form (`apply --json`, the worker's result line)."""
-        return {"ok": self.ok, "plan": self.plan.to_dict(), "errors": [str(e) for e in self.load.errors],
-                "results": [o.to_dict() for o in self.outcomes], "unfetched": list(self.unfetched)}
-
-
 class Engine:
     """Makes the Docker host match the deployment files of one Kalpana instance."""
 
@@ -105,6 +69,7 @@ class Engine:
         self.events = events or Events()
         self.instance = settings.instance
         self.builder = Builder(runtime, self.instance)
+        self.housekeeping = Housekeeping(runtime, history, settings, self.events)
         self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
                                              log_tail=settings.log_tail, publish_address=settings.publish_address)
 
@@ -163,7 +128,7 @@ class Engine:
     def follow_app_logs(self, name: str, tail: int | str = 200) -> Iterator[str]:
         """The app's output as it comes, after its last ``tail`` lines, masked line by line."""
         container, masker = self._container_of(name)
-        return masked_lines(self.runtime.follow_logs(container.id, tail=tail), masker)
+        return masker.mask_stream(self.runtime.follow_logs(container.id, tail=tail))
 
     def webhooks(self) -> list[Endpoint]:
         """Each deployment's webhook URL (for GitHub), after the instance-wide one."""
@@ -277,7 +242,7 @@ class Engine:
             # Under the lock: another run must never read a half-reset checkout.
             if fetch_config and self.fetch_config() is None and self.settings.repo is not None:
                 unfetched.append(CONFIG_REPOSITORY)
-            observed = self._recover()
+            observed = self.housekeeping.recover()
             plan, load, revisions = self._prepare(names, prune, observed, unfetched, fetch=fetch,
                                                   automatic=trigger is not Trigger.MANUAL)
             if plan.prune_note and prune:
@@ -303,7 +268,7 @@ class Engine:
                     continue
                 result.outcomes.append(self._execute(step, revisions.get(step.name, NO_SOURCE), trigger, force))
             # Nothing changed on Docker when no step ran: the observation taken at the start still holds.
-            self._prune_history(observed if not result.outcomes else None)
+            self.housekeeping.prune_history(observed if not result.outcomes else None)
             return result
 
     def _execute(self, step: Step, revision: Revision, trigger: Trigger, force: bool) -> Outcome:
@@ -311,7 +276,7 @@ class Engine:
         try:
             if step.action in (Action.CREATE, Action.REBUILD):
                 build = self._build_and_deploy(step, revision, trigger, action="deploy" if force else step.action.value)
-                self._prune_images(step.name, keep=self.settings.keep_images)
+                self.housekeeping.prune_images(step.name, keep=self.settings.keep_images)
                 return self._done(step, build)
             if step.action is Action.REDEPLOY:
                 image_build = step.container.build_id or "unknown"
@@ -429,63 +394,6 @@ class Engine:
     def _masker(self, d: Desired) -> Masker:
         return Masker(list(d.env.values()) + ([d.spec.webhook_secret] if d.spec.webhook_secret else []))
 
-    def _prune_images(self, name: str, keep: int) -> None:
-        """Keep the newest ``keep`` images of a deployment (rollback targets); older ones go.
-
-        Housekeeping after a recorded success: a failure here is a warning, never a failed build.
-        """
-        try:
-            self._remove_old_images(name, keep)
-        except KalpanaError as exc:
-            self.events.emit(Warned(name, f"could not remove old images: {exc}"))
-
-    def _remove_old_images(self, name: str, keep: int) -> None:
-        observed = self.runtime.observe(self.instance)
-        in_use = {c.image for c in observed.containers.values()} | {c.image for c in observed.extra}
-        for image in observed.images.get(name, [])[keep:]:
-            if image.tag not in in_use and image.id not in in_use:
-                self.runtime.remove_image(image.id)
-
-    def _prune_history(self, observed: Observed | None) -> None:
-        """Keep ``keep_builds`` records per deployment, and every record a container or a kept image names.
-
-        Housekeeping under the apply lock: a failure here is a warning, never a failed apply.
-        """
-        try:
-            observed = observed or self.runtime.observe(self.instance)
-            protect = {c.build_id for c in [*observed.containers.values(), *observed.extra] if c.build_id}
-            for images in observed.images.values():
-                protect.update(i.build_id for i in images[:self.settings.keep_images] if i.build_id)
-            self.history.prune(self.settings.keep_builds, protect)
-        except (KalpanaError, OSError) as exc:
-            self.events.emit(Warned(None, f"could not prune the build history: {exc}"))
-
-    def _recover(self) -> Observed:
-        """Repair what an interrupted run left (BUILDING records, half-swapped containers); returns the observation."""
-        for build in self.history.mark_interrupted():
-            self.events.emit(Recovered(build.deployment, f"build {build.id} was interrupted (process gone); marked FAILED"))
-        observed = self.runtime.observe(self.instance)
-        everything = list(observed.containers.values()) + observed.extra
-        trials = [c for c in everything if c.trial]
-        for trial in trials:
-            # A deploy died while proving its new version beside the old one, which it had not touched yet.
-            self.runtime.remove(trial.id)
-            self.events.emit(Recovered(trial.deployment, f"removed {trial.name}, the trial container of an "
-                                       "interrupted deploy"))
-        everything = [c for c in everything if not c.trial]
-        retiring = [c for c in everything if c.retiring]
-        for old in retiring:
-            # A swap died half-way: the successor (if any) never proved healthy, so the old one serves again.
-            for successor in everything:
-                if successor.deployment == old.deployment and not successor.retiring:
-                    self.runtime.remove(successor.id)
-            self.runtime.rename(old.id, L.container_name(self.instance, old.deployment))
-            if not old.running:
-                self.runtime.start(old.id)
-            self.events.emit(Recovered(old.deployment, f"restored {old.name} after an interrupted deploy"))
-        repaired = bool(retiring or trials)
-        return self.runtime.observe(self.instance) if repaired else observed
-
     # -- operating commands ---------------------------------------------
 
     def deploy(self, name: str, trigger: Trigger = Trigger.MANUAL) -> ApplyResult:
@@ -515,7 +423,7 @@ class Engine:
         d = self.desired(name)
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
             self.runtime.load_sdk()
-            observed = self._recover()
+            observed = self.housekeeping.recover()
             current = observed.containers.get(name)
             target = self._rollback_target(name, to, current)
             revision = target.revision or ""
@@ -582,25 +490,6 @@ class Engine:
             raise KalpanaError(f"{name} has no container: `kalpana apply` deploys it")
         desired = load.desired.get(name)
         return container, self._masker(desired) if desired else Masker([])
-
-
-def masked_lines(chunks: Iterator[str], masker: Masker, flush_at: int = 65536) -> Iterator[str]:
-    """Mask a stream whole lines at a time: a secret split across two chunks is still one line.
-
-    A line that never ends (a progress bar) is let through once ``flush_at`` characters wait.
-    """
-    pending = ""
-    for chunk in chunks:
-        pending += chunk
-        cut = pending.rfind("\n") + 1
-        if cut == 0 and len(pending) < flush_at:
-            continue
-        if cut == 0:
-            cut = len(pending)
-        yield masker.mask(pending[:cut])
-        pending = pending[cut:]
-    if pending:
-        yield masker.mask(pending)
 
 
 def _require_known(names: set[str], load: LoadResult, also: set[str] = frozenset()) -> None:

@@ -8,7 +8,7 @@ history or to a screen passes through a :class:`Masker` first.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Iterator
 
 MASK = "***"
 
@@ -86,6 +86,24 @@ class Masker:
             cur_start, cur_end = start, end
         out += (text[pos:cur_start], MASK, text[cur_end:])
         return "".join(out)
+
+    def mask_stream(self, chunks: Iterable[str], flush_at: int = 65536) -> Iterator[str]:
+        """Mask a stream whole lines at a time: a secret split across two chunks is still one line.
+
+        A line that never ends (a progress bar) is let through once ``flush_at`` characters wait.
+        """
+        pending = ""
+        for chunk in chunks:
+            pending += chunk
+            cut = pending.rfind("\n") + 1
+            if cut == 0 and len(pending) < flush_at:
+                continue
+            if cut == 0:
+                cut = len(pending)
+            yield self.mask(pending[:cut])
+            pending = pending[cut:]
+        if pending:
+            yield self.mask(pending)
 
     def __len__(self) -> int:
         return len(self._secrets)

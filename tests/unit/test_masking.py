@@ -102,18 +102,14 @@ def test_text_without_url_credentials_is_unchanged(text):
 
 
 def test_a_stream_is_masked_whole_lines_at_a_time():
-    from gitops.engine import masked_lines
-
     masker = Masker(["hunter2-secret"])
     chunks = ["token hun", "ter2-secret\nnext ", "line\n", "tail without newline hunter2-secret"]
-    out = list(masked_lines(iter(chunks), masker))
+    out = list(masker.mask_stream(iter(chunks)))
     assert "".join(out) == "token ***\nnext line\ntail without newline ***"
     assert all("hunter2" not in piece for piece in out)
 
 
 def test_a_line_that_never_ends_is_still_let_through_masked():
-    from gitops.engine import masked_lines
-
     masker = Masker(["hunter2-secret"])
-    out = list(masked_lines(iter(["x" * 10, "hunter2-secret", "y" * 10]), masker, flush_at=20))
+    out = list(masker.mask_stream(iter(["x" * 10, "hunter2-secret", "y" * 10]), flush_at=20))
     assert out[0] == "x" * 10 + "***" and "".join(out).endswith("y" * 10)

@@ -49,7 +49,7 @@ def make_worker(tmp_path, *listeners) -> tuple[worker_module.Worker, list[Event]
 
 
 def test_the_child_gets_the_job_and_its_events_are_relayed_in_order(tmp_path, monkeypatch):
-    child_script(monkeypatch, textwrap.dedent(f"""
+    child_script(monkeypatch, textwrap.dedent("""
         import sys
         from gitops import worker_protocol as wire
         from gitops.events import LogLine, PhaseEntered
@@ -57,7 +57,7 @@ def test_the_child_gets_the_job_and_its_events_are_relayed_in_order(tmp_path, mo
         print("a stray line that is not protocol")
         sys.stdout.write(wire.encode_event(PhaseEntered("web", "building for " + job.commit[:7], build_id="b1")))
         sys.stdout.write(wire.encode_event(LogLine("web", "step 1", build_id="b1")))
-        sys.stdout.write(wire.encode_result({{"ok": True, "errors": [], "results": [{{"name": "web"}}]}}))
+        sys.stdout.write(wire.encode_result({"ok": True, "errors": [], "results": [{"name": "web"}]}))
     """))
     worker, seen, _ = make_worker(tmp_path)
     assert worker.run(Running(JOB)) == Verdict(Outcome.DONE)
