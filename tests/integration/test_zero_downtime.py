@@ -201,7 +201,9 @@ def test_plan_flags_a_busy_exposed_port_before_anything_is_built(kalpana_project
     plan = p.run("plan", check=False)
     assert plan.returncode == 1, output(plan)
     text = " ".join(output(plan).split())
-    assert f"late.yaml:1: exposed_port: port {held_port} is in use by another process: free it or choose " \
+    line = next(n for n, text in enumerate((p.deployments_dir / "late.yaml").read_text().splitlines(), 1)
+                if text.startswith("exposed_port:"))
+    assert f"late.yaml:{line}: exposed_port: port {held_port} is in use by another process: free it or choose " \
            "another exposed_port" in text, text
 
     result = p.run("apply", check=False)
