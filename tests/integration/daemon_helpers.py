@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -445,3 +446,27 @@ def wait_until(check: Callable[[], Any], *, timeout: float = 60, interval: float
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} did not happen within {timeout}s; last: {last!r}")
         time.sleep(interval)
+
+
+@dataclass
+class Site:
+    """A deployment ``site`` built from ``app/`` of a git remote, applied and serving ``v1``."""
+
+    remote: GitRemote
+    port: int
+    first: str  # the deployed commit
+
+
+@pytest.fixture
+def site(kalpana_project, tmp_path) -> Site:
+    """The ``site`` deployment, applied from a fresh git remote (a bare repository on disk)."""
+    from .helpers import get, host_port
+
+    p = kalpana_project
+    remote = GitRemote(tmp_path / "git")
+    first = remote.commit_and_push({"app/index.html": "v1", "app/build.sh": "echo built\n"}, "first version")
+    p.write_deployment("site", git_site_spec("site", remote, build_command="sh build.sh"))
+    p.run("apply")
+    port = host_port(p, "site")
+    assert get(p, port) == "v1"
+    return Site(remote, port, first)

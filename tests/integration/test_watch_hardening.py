@@ -12,38 +12,16 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from filelock import FileLock
 
-from .daemon_helpers import (DEPLOYMENT_SECRET, HTTPD, INSTANCE_SECRET, GitRemote, fetch, git_site_spec,
-                             process_alive, push_payload, start_daemon, wait_serving, wait_until)
-from .helpers import builds, deploy_web, get, host_port, only_container, web_spec
+from .daemon_helpers import (DEPLOYMENT_SECRET, HTTPD, INSTANCE_SECRET, fetch, process_alive, push_payload, site,
+                             start_daemon, wait_serving, wait_until)
+from .helpers import builds, deploy_web, only_container, web_spec
 from gitops.labels import BUILD_ID, retired_name
 
-__all__ = ["start_daemon"]  # the fixture, imported so pytest finds it here
-
-
-@dataclass
-class Site:
-    """A deployment ``site`` built from ``app/`` of a git remote, applied and serving ``v1``."""
-
-    remote: GitRemote
-    port: int
-
-
-@pytest.fixture
-def site(kalpana_project, tmp_path) -> Site:
-    p = kalpana_project
-    remote = GitRemote(tmp_path / "git")
-    remote.commit_and_push({"app/index.html": "v1", "app/build.sh": "echo built\n"}, "first version")
-    p.write_deployment("site", git_site_spec("site", remote, build_command="sh build.sh"))
-    p.run("apply")
-    port = host_port(p, "site")
-    assert get(p, port) == "v1"
-    return Site(remote, port)
+__all__ = ["site", "start_daemon"]  # the fixtures, imported so pytest finds them here
 
 
 def worker_children(daemon) -> list[int]:

@@ -12,37 +12,13 @@ import json
 import signal
 import time
 import uuid
-from dataclasses import dataclass
-
-import pytest
 
 from .daemon_helpers import (DEPLOYMENT_SECRET, INSTANCE_SECRET, GitRemote, fetch, git_site_spec, post_webhook,
-                             process_alive, push_payload, start_daemon, wait_serving, wait_until)
+                             process_alive, push_payload, site, start_daemon, wait_serving, wait_until)
 from .helpers import builds, get, host_port, only_container
 from gitops.labels import BUILD_ID
 
-__all__ = ["start_daemon"]  # the fixture, imported so pytest finds it here
-
-
-@dataclass
-class Site:
-    """A deployment ``site`` built from ``app/`` of a git remote, applied and serving ``v1``."""
-
-    remote: GitRemote
-    port: int
-    first: str  # the deployed commit
-
-
-@pytest.fixture
-def site(kalpana_project, tmp_path) -> Site:
-    p = kalpana_project
-    remote = GitRemote(tmp_path / "git")
-    first = remote.commit_and_push({"app/index.html": "v1", "app/build.sh": "echo built\n"}, "first version")
-    p.write_deployment("site", git_site_spec("site", remote, build_command="sh build.sh"))
-    p.run("apply")
-    port = host_port(p, "site")
-    assert get(p, port) == "v1"
-    return Site(remote, port, first)
+__all__ = ["site", "start_daemon"]  # the fixtures, imported so pytest finds them here
 
 
 def _work_since(daemon, mark: int) -> list[str]:
