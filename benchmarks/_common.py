@@ -444,6 +444,18 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
+def start_run(no_bytecode_cache: bool):
+    """What every Docker benchmark does first: a run id, the bytecode cache of its child Pythons
+    (None with ``--no-bytecode-cache``; the caller removes it at the end), and a client of an engine
+    that has the base image. Returns (run_id, pycache, client)."""
+    run_id = new_run_id()
+    pycache = None if no_bytecode_cache else Path(tempfile.mkdtemp(prefix=f"kbench-pyc-{run_id}-"))
+    configure_bytecode(pycache)
+    client = docker_client()
+    ensure_base_image(client)
+    return run_id, pycache, client
+
+
 # -- profiles -------------------------------------------------------------------
 
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")

@@ -27,7 +27,6 @@ import json
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository root: the tests' poller
 
-from _common import (BASE_IMAGE, BENCH_LABEL, Deadline, KalpanaProject, bytecode_note,  # noqa: E402
-                     common_arguments, configure_bytecode, deadline, docker_client, ensure_base_image, free_port, log,
-                     machine_info, new_run_id, remove_kalpana_instance, remove_labelled, summary)
+from _common import (BASE_IMAGE, BENCH_LABEL, Deadline, KalpanaProject, bytecode_note, common_arguments,  # noqa: E402
+                     deadline, free_port, log, machine_info, remove_kalpana_instance, remove_labelled,
+                     start_run, summary)
 from tests.integration.poller import Poller, wait_200  # noqa: E402
 
 APP_PORT = 8080
@@ -150,11 +149,7 @@ def main() -> int:
                         help="also run Kalpana from this checkout (e.g. a git worktree of an earlier commit)")
     args = parser.parse_args()
 
-    run_id = new_run_id()
-    pycache = None if args.no_bytecode_cache else Path(tempfile.mkdtemp(prefix=f"kbench-pyc-{run_id}-"))
-    configure_bytecode(pycache)
-    client = docker_client()
-    ensure_base_image(client)
+    run_id, pycache, client = start_run(args.no_bytecode_cache)
     ports = []
     while len(ports) < 3:
         port = free_port(28000, 28999)

@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
 
-from _common import (BASE_IMAGE, BENCH_LABEL, PYTHON, Deadline, KalpanaProject, Timing,  # noqa: E402
-                     base_env, bytecode_note, common_arguments, configure_bytecode, deadline, docker_client,
-                     ensure_base_image, interleaved, log, machine_info, new_run_id, print_rows,
-                     print_profile, profile_cli, python_startup_figures, ratio, remove_kalpana_instance,
-                     remove_labelled, timed_command, timing_summary, verdict)
+from _common import (BASE_IMAGE, BENCH_LABEL, Deadline, KalpanaProject, PYTHON, Timing, base_env,  # noqa: E402
+                     bytecode_note, common_arguments, deadline, interleaved, log, machine_info,
+                     print_profile, print_rows, profile_cli, python_startup_figures, ratio,
+                     remove_kalpana_instance, remove_labelled, start_run, timed_command, timing_summary,
+                     verdict)
 
 WEB_COMMAND = "httpd -f -p 8080 -h /tmp"
 SLEEP_COMMAND = "sleep 100000"
@@ -118,11 +118,7 @@ def main() -> int:
     if not args.no_compose and shutil.which("docker-compose") is None:
         sys.exit("docker-compose not found: `KALPANA_WITH_COMPOSE=1 bash scripts/ensure-docker.sh`, or --no-compose")
 
-    run_id = new_run_id()
-    pycache = None if args.no_bytecode_cache else Path(tempfile.mkdtemp(prefix=f"kbench-pyc-{run_id}-"))
-    configure_bytecode(pycache)
-    client = docker_client()
-    ensure_base_image(client)
+    run_id, pycache, client = start_run(args.no_bytecode_cache)
     projects: dict[int, KalpanaProject] = {}
     compose: ComposeProject | None = None
     compose_dir: Path | None = None

@@ -26,7 +26,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository root: the tests' poller
 
 from _common import (BASE_IMAGE, BENCH_LABEL, Deadline, KalpanaProject, Timing, bytecode_note,  # noqa: E402
-                     common_arguments, configure_bytecode, deadline, docker_client, ensure_base_image, free_port,
-                     cprofile_cli, importtime_profile, log, machine_info, new_run_id, print_profile, print_rows,
-                     python_startup_figures, ratio,
-                     remove_kalpana_instance, remove_labelled, stopwatch, summary, timing_summary, verdict)
+                     common_arguments, cprofile_cli, deadline, free_port, importtime_profile, log,
+                     machine_info, print_profile, print_rows, python_startup_figures, ratio,
+                     remove_kalpana_instance, remove_labelled, start_run, stopwatch, summary,
+                     timing_summary, verdict)
 from tests.integration.poller import Poller, wait_200  # noqa: E402
 
 APP_PORT = 8080
@@ -110,11 +109,7 @@ def main() -> int:
                         help="the deployment's healthcheck (default: Kalpana's default, tcp; e.g. / for HTTP)")
     args = parser.parse_args()
 
-    run_id = new_run_id()
-    pycache = None if args.no_bytecode_cache else Path(tempfile.mkdtemp(prefix=f"kbench-pyc-{run_id}-"))
-    configure_bytecode(pycache)
-    client = docker_client()
-    ensure_base_image(client)
+    run_id, pycache, client = start_run(args.no_bytecode_cache)
     port = args.port or free_port(28000, 28999)
     raw_port = args.raw_port or free_port(28000, 28999)
     while raw_port == port:
