@@ -9,11 +9,12 @@ the cross-field rules (``start_command`` or ``dockerfile``, ...), and the
 coercions pydantic applies when it loads a file (``port: "8080"``,
 ``enabled: "yes"``).
 
-What JSON Schema cannot say is left to ``kalpana validate`` (listed, with the
-reason, in tests/unit/test_schema.py): host paths that must exist and stay in
-the workspace, a memory string's minimum (6m), the JSON inside an ``envVars``
-string, ``dockerfile`` paths that climb out after going down (``a/../../x``),
-host ports two files declare, and digit separators in quoted numbers.
+What JSON Schema cannot say is left to ``kalpana validate`` (each case is
+listed with its reason in tests/unit/test_schema.py): host paths that must
+exist inside the workspace, host ports two files declare, a memory string's
+minimum (6m), the JSON inside an ``envVars`` string, ``dockerfile`` paths that
+climb out after going down (``a/../../x``), digit separators in quoted
+numbers, and numbers that round to zero or are NaN.
 
 The schema describes ONE deployment document; a file may hold several (YAML
 ``---``), each checked on its own.
@@ -68,7 +69,8 @@ _POSITIVE_STRING = (r"^\s*\+?(?:(?=[0-9.]*[1-9])(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)
 _MEMORY_STRING = r"^\s*[0-9]+(?:\.[0-9]+)?\s*[kKmMgGtT]?[iI]?[bB]?\s*$"
 _MIN_MEMORY = 6 * 1024 * 1024
 
-_ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"  # the loader checks keys with Python's re, `$` and all
+# The loader checks keys with Python's re, whose `$` lets a final newline through; an editor (ECMA-262) does not.
+_ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SPACE = rf"[^\S{_BREAKS}]"  # whitespace inside one line
 _REST = rf"[^{_BREAKS}]*"
 _LINE_END = rf"(?![^{_BREAKS}])"  # an item ends its line, so a long bad line cannot make the regex backtrack

@@ -123,26 +123,30 @@ def test_the_examples_are_all_found() -> None:
 
 
 @pytest.mark.parametrize("name,text,root", EXAMPLES, ids=[e[0] for e in EXAMPLES])
-def test_every_example_loads_and_validates(validator, workspace: Path, tmp_path: Path,
-                                           name: str, text: str, root: Path | None) -> None:
-    if root is None:  # the example's source directory, created where it says
-        root = tmp_path
-        (root / "deployments.d").mkdir()
-        for doc in yaml.safe_load_all(text):
-            source = doc.get("source")
-            path = source if isinstance(source, str) else (source or {}).get("path")
-            if path:
-                (root / path).mkdir(parents=True, exist_ok=True)
-    path = root / "deployments.d" / Path(name).name if name.startswith("deployments.d/") else \
-        root / "deployments.d" / "example.yaml"
-    if not name.startswith("deployments.d/"):
-        path.write_text(text)
-    _, errors = load_file(path, workspace=root)
-    assert [str(e) for e in errors] == []
+def test_every_example_loads_and_validates(validator, tmp_path: Path, name: str, text: str, root: Path | None) -> None:
     documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     assert documents
+    if root is not None:  # a file of the repository, loaded where it lies
+        path = root / name
+    else:  # written to a workspace of its own, with the source directory it names
+        root = tmp_path
+        path = write_example(root, text, documents)
+    _, errors = load_file(path, workspace=root)
+    assert [str(e) for e in errors] == []
     for doc in documents:
         assert schema_problems(validator, doc) == []
+
+
+def write_example(root: Path, text: str, documents: list[dict]) -> Path:
+    for doc in documents:
+        source = doc.get("source")
+        directory = source if isinstance(source, str) else (source or {}).get("path")
+        if directory:
+            (root / directory).mkdir(parents=True, exist_ok=True)
+    path = root / "deployments.d" / "example.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    return path
 
 
 @pytest.mark.parametrize("change,where", [
