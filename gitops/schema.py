@@ -112,7 +112,8 @@ def _form(owner: str, name: str, info: FieldInfo) -> dict:
     if kind is str:
         form: dict = dict(_STRING)
         if "pattern" in limits:
-            form["pattern"] = limits.pop("pattern").removesuffix("$") + _END
+            pattern = limits.pop("pattern")
+            form["pattern"] = pattern.removesuffix("$") + _END if pattern.endswith("$") else pattern
         if "max_length" in limits:
             form["maxLength"] = limits.pop("max_length")
     elif kind is int and set(limits) == {"ge", "le"}:

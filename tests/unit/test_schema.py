@@ -369,3 +369,16 @@ def test_known_gaps_between_loader_and_schema(validator, workspace: Path, name: 
     loaded = loader_problems(workspace, name, text)
     checked = schema_problems(validator, yaml.safe_load(text))
     assert (not loaded, not checked) == (loads, validates), {"loader": loaded, "schema": checked, "reason": reason}
+
+
+def test_a_field_without_a_known_form_stops_the_build() -> None:
+    # A field added to spec.py with a type the schema has no lax form for must not be left out silently.
+    from pydantic import BaseModel
+
+    from gitops import schema as module
+
+    class WithTags(BaseModel):
+        tags: list[str] = []
+
+    with pytest.raises(ValueError, match=r"WithTags\.tags: no JSON Schema form .*gitops/schema\.py"):
+        module._object(WithTags, {}, [])
