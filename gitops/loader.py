@@ -15,7 +15,6 @@ expansion, so no file can make Kalpana read the host's files or exhaust it.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -500,15 +499,3 @@ def _walk(node: Any, prefix: tuple[str, ...], lines: dict) -> None:
             lines[prefix + (str(index),)] = item.start_mark.line + 1
             _walk(item, prefix + (str(index),), lines)
 
-
-def schema() -> dict:
-    """JSON Schema of one deployment document (for editors)."""
-    out = Deployment.model_json_schema(by_alias=False)
-    out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    out["title"] = "Kalpana deployment"
-    return out
-
-
-def dumps_schema() -> str:
-    """The schema as pretty JSON."""
-    return json.dumps(schema(), indent=2)

@@ -38,8 +38,14 @@ def validate(obj: Context, as_json: bool) -> None:
 
 @cli.command()
 def schema() -> None:
-    """Print the JSON Schema of a deployment file (for editors)."""
-    from gitops.loader import dumps_schema
+    """Print the JSON Schema of one deployment document (for editors and CI).
+
+    A file may hold several documents (YAML ---): the schema checks each on its own.
+    Every spelling and shorthand `validate` accepts passes; what needs the disk
+    (paths that must exist) or other files (one host port in two files) is left
+    to `kalpana validate`, which has the last word.
+    """
+    from gitops.schema import dumps_schema
     click.echo(dumps_schema())
 
 
