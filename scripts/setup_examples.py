@@ -7,8 +7,8 @@ Where every base image the deployments name is local or can be pulled, this is
 plain `kalpana apply`. Where one cannot be had:
 
 - a busybox base image is replaced by a stand-in built here from Debian's
-  static busybox (scripts/build-test-image.sh, tagged ``kalpana-local/busybox:<its
-  version>``, never the official tag: the stand-in is not that image). The
+  static busybox (scripts/build-test-image.sh, tagged ``kalpana-local/busybox``, never
+  the official tag: the stand-in is not that image, nor even that version). The
   deployment file stays as written; a copy naming the stand-in is written to
   ``<state_dir>/setup/deployments.d/`` and applied from there, so `kalpana plan`
   keeps saying that the files ask for an image this host lacks;
@@ -39,6 +39,7 @@ from gitops.runtime.docker_runtime import DockerRuntime
 
 BUILDER = Path(__file__).resolve().parent / "build-test-image.sh"
 BUSYBOX = Path(os.environ.get("KALPANA_BUSYBOX", "/bin/busybox"))
+STAND_IN = "kalpana-local/busybox:latest"
 DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
@@ -90,13 +91,13 @@ def triage(desired: dict, runtime: DockerRuntime) -> Triage:
 
 
 def busybox_version() -> str:
-    """The version of the static busybox the stand-in is built from (``1.35.0``), for its tag."""
+    """The version of the static busybox the stand-in is built from (``BusyBox 1.35.0``)."""
     try:
         out = subprocess.run([str(BUSYBOX)], capture_output=True, text=True, timeout=10).stdout
     except OSError:
-        return "static"
+        return "BusyBox"
     found = re.search(r"BusyBox v(\d[\w.]*)", out)
-    return found.group(1) if found else "static"
+    return f"BusyBox {found.group(1)}" if found else "BusyBox"
 
 
 def build_stand_in(tag: str) -> str | None:
@@ -154,7 +155,7 @@ class Kalpana:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", help="settings file (default ./kalpana.yaml)")
-    parser.add_argument("--fallback-tag", help="tag of the busybox stand-in (default kalpana-local/busybox:<version>)")
+    parser.add_argument("--fallback-tag", default=STAND_IN, help=f"tag of the busybox stand-in (default {STAND_IN})")
     args = parser.parse_args(argv)
     kalpana = Kalpana(args.config)
     try:
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if plan.as_written:
         codes.append(kalpana.apply(plan.as_written))
     if plan.stand_in:
-        tag = args.fallback_tag or f"kalpana-local/busybox:{busybox_version()}"
+        tag = args.fallback_tag
         images = ", ".join(sorted(set(plan.stand_in.values())))
         names = sorted(plan.stand_in)
         problem = build_stand_in(tag)
@@ -187,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             overlay = settings.state_path / "setup" / "deployments.d"
             write_overlay(load.desired, names, tag, overlay)
-            say(f"{images} cannot be pulled here: {', '.join(names)} runs on {tag}, built locally from Debian's "
-                f"busybox-static (applied from {overlay}; your files are unchanged)")
+            say(f"{images} cannot be pulled here: {', '.join(names)} runs on {tag}, built here from Debian's "
+                f"busybox-static ({busybox_version()}; applied from {overlay}; your files are unchanged)")
             codes.append(kalpana.apply(names, deployments_dir=overlay))
     urls = kalpana.urls()
     _print_urls(urls, plan.as_written + sorted(plan.stand_in))
