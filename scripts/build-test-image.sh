@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Build the tests' base image, kalpana-test-base:latest, FROM scratch.
+# Build a busybox base image FROM scratch: the tests' kalpana-test-base:latest, or TAG.
+#
+#   bash scripts/build-test-image.sh [TAG]
 #
 # No container registry is reachable from these machines, so nothing can be
 # pulled: the image is a static busybox (Debian's busybox-static) with its
 # applets installed, which gives sh, httpd, nc, wget, sleep, cat and friends.
+# The tests build on it, and setup.sh builds the same recipe under another tag
+# for the examples when busybox cannot be pulled (scripts/setup_examples.py).
 # Skipped when the image exists and was built from the same busybox and recipe
 # (both recorded as labels). Safe to run concurrently (a file lock serialises it).
 #
 # Environment:
-#   KALPANA_TEST_IMAGE   tag to build      (default kalpana-test-base:latest)
+#   KALPANA_TEST_IMAGE   tag to build when no TAG is given (default kalpana-test-base:latest)
 #   KALPANA_BUSYBOX      busybox to use    (default /bin/busybox; must be static)
 set -euo pipefail
 
-IMAGE=${KALPANA_TEST_IMAGE:-kalpana-test-base:latest}
+IMAGE=${1:-${KALPANA_TEST_IMAGE:-kalpana-test-base:latest}}
 BUSYBOX=${KALPANA_BUSYBOX:-/bin/busybox}
-LABEL_TEST=dev.kalpana.test
+# What the image is for: the tests' own base, or a stand-in base image for users' deployments.
+if [[ -n "${1:-}" ]]; then LABEL_TEST=dev.kalpana.local-base; else LABEL_TEST=dev.kalpana.test; fi
 LABEL_BUSYBOX=dev.kalpana.test.busybox-sha256
 LABEL_RECIPE=dev.kalpana.test.recipe-sha256
 
