@@ -30,7 +30,7 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 ACTION_STYLE = {Action.CREATE: "green", Action.REBUILD: "yellow", Action.REDEPLOY: "cyan", Action.START: "blue",
-                Action.STOP: "magenta", Action.REMOVE: "red", Action.NOOP: "dim"}
+                Action.STOP: "magenta", Action.REMOVE: "red", Action.NOOP: "dim", Action.FOREIGN: "dim"}
 STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "CANCELLED": "yellow", "BUILDING": "cyan", "PENDING": "dim",
                 "running": "green", "failed": "red", "stopped": "yellow", "building": "cyan", "not deployed": "dim"}
 
