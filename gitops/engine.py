@@ -106,7 +106,8 @@ class Engine:
         """Every declared deployment (and any container no file declares any more): state, URL, build."""
         from gitops.status import report  # imported here: a no-op apply never needs it
 
-        return report(self.load(), self.runtime, self.history, self.instance, self.settings.publish_address)
+        return report(self.load(), self.runtime, self.history, self.instance, self.settings.publish_address,
+                      workspace=self.workspace)
 
     def builds(self, name: str, limit: int | None = 20) -> list[Build]:
         """Build history of ``name``, newest first (``limit`` None: all)."""

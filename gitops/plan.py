@@ -133,7 +133,7 @@ def rollback_note(container: Container | None) -> str | None:
         return None
     declared = container.labels[L.ROLLED_BACK_FROM]
     return (f"rolled back to build {container.build_id or '?'}; files declare "
-            f"{f'build {declared}' if declared else 'a newer build'}; "
+            f"{declared or 'a newer build'}; "
             "`apply --force` or a new commit returns to the files")
 
 

@@ -197,7 +197,7 @@ def test_redeploy_reason_lists_every_changed_runtime_field() -> None:
 @pytest.mark.parametrize(("stored", "shown"), [
     ("a1b2c3d4e5f60718293a4b5c6d7e8f9012345678", "a1b2c3d"),
     ("a1b2c3d4e5f60718293a4b5c6d7e8f9012345678+dirty.0123456789", "a1b2c3d+dirty"),
-    ("content:0123456789abcdef", "0123456"),
+    ("content:0123456789abcdef", "content:0123456"),
     ("", "none"),
 ])
 def test_short_revision(stored: str, shown: str) -> None:
