@@ -75,6 +75,8 @@ class Engine:
         self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
                                              log_tail=settings.log_tail, publish_address=settings.publish_address,
                                              workspace=self.workspace)
+        if self.deployer.workspace is None:  # an injected deployer (tests) labels containers the same way
+            self.deployer.workspace = self.workspace
 
     # -- reading ---------------------------------------------------------
 
