@@ -32,6 +32,8 @@ def test_two_workspaces_on_one_instance_never_prune_each_other(kalpana_project, 
     step = plan_steps(b)["alpha"]
     assert step["action"] == "foreign", step
     assert a_path in step["reason"] and b_path in step["reason"] and "instance" in step["reason"], step
+    table = b.run("plan").stdout
+    assert "foreign" in table and a_path in table, table
     b.run("apply")
     assert only_container(a, "alpha").id == alpha.id
     assert get(a, a_port) == "from a"
