@@ -41,17 +41,28 @@ class Rollout:
     trial_seconds: float | None = None  # proving the new version beside the old one, before the gap
 
 
-def container_labels(instance: str, desired: Desired, *, build_id: str, revision: str, host_port: int | None) -> dict[str, str]:
-    """Labels on a deployment's container: what desired state it satisfies."""
+def container_labels(instance: str, desired: Desired, *, build_id: str, revision: str, host_port: int | None,
+                     workspace: str | None = None, rolled_back_from: str | None = None) -> dict[str, str]:
+    """Labels on a deployment's container: what desired state it satisfies, and which workspace manages it.
+
+    ``rolled_back_from``: set by a rollback, the build that serves what the files declare ("" when unknown).
+    """
     labels = {**L.base_labels(instance, desired.name), L.BUILD_ID: build_id, L.BUILD_HASH: desired.build_hash,
-              L.RUNTIME_HASH: desired.runtime_hash, L.REVISION: revision, L.FIELD_HASHES: L.dumps_labels(desired.hashes)}
+              L.RUNTIME_HASH: desired.runtime_hash, L.REVISION: revision, L.FIELD_HASHES: L.dumps_labels(desired.hashes),
+              # The plan compares the same digest (plan.py) to say a changed check applies to the next deploy.
+              L.HEALTHCHECK_HASH: L.digest(desired.spec.healthcheck.model_dump(mode="json"))}
     if host_port:
         labels[L.HOST_PORT] = str(host_port)
+    if workspace:
+        labels[L.WORKSPACE] = workspace
+    if rolled_back_from is not None:
+        labels[L.ROLLED_BACK_FROM] = rolled_back_from
     return labels
 
 
 def container_config(instance: str, desired: Desired, image: str, *, build_id: str, revision: str,
-                     host_port: int | None, publish_address: str = routing.ANY_ADDRESS) -> ContainerConfig:
+                     host_port: int | None, publish_address: str = routing.ANY_ADDRESS,
+                     workspace: str | None = None, rolled_back_from: str | None = None) -> ContainerConfig:
     """How a deployment's container is created: start command, env, labels, port, resources."""
     spec = desired.spec
     return ContainerConfig(
@@ -60,7 +71,8 @@ def container_config(instance: str, desired: Desired, image: str, *, build_id: s
         entrypoint=["/bin/sh", "-c"] if spec.start_command else None,
         command=[spec.start_command] if spec.start_command else None,
         working_dir=spec.working_dir, env=dict(desired.env),
-        labels=container_labels(instance, desired, build_id=build_id, revision=revision, host_port=host_port),
+        labels=container_labels(instance, desired, build_id=build_id, revision=revision, host_port=host_port,
+                                workspace=workspace, rolled_back_from=rolled_back_from),
         port=spec.port, host_port=host_port, publish_address=publish_address,
         memory=spec.resources.memory_bytes, cpus=spec.resources.cpus)
 
@@ -68,6 +80,7 @@ def container_config(instance: str, desired: Desired, image: str, *, build_id: s
 class Deployer:
     """Swaps a deployment's container for one running ``image``.
 
+    ``workspace`` (the deployments directory) is labelled on every container it makes.
     ``probe``, ``port_free``, ``monotonic`` and ``sleep`` are injectable so that unit
     tests drive health checks, host ports and timeouts without a network or a real clock.
     """
@@ -75,9 +88,10 @@ class Deployer:
     def __init__(self, runtime: Runtime, instance: str, *, stop_timeout: int = 10, log_tail: int = 20,
                  publish_address: str = routing.ANY_ADDRESS, probe: Probe = health.probe,
                  port_free: PortFree = routing.port_is_free, monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, workspace: str | None = None):
         self.runtime = runtime
         self.instance = instance
+        self.workspace = workspace
         self.stop_timeout = stop_timeout
         self.log_tail = log_tail
         self.publish_address = publish_address
@@ -87,15 +101,18 @@ class Deployer:
         self._sleep = sleep
 
     def rollout(self, desired: Desired, image: str, *, build_id: str, revision: str, old: Container | None,
-                host_port: int | None, on_phase: Callable[[str], None]) -> Rollout:
+                host_port: int | None, on_phase: Callable[[str], None],
+                rolled_back_from: str | None = None) -> Rollout:
         """Replace ``old`` (if any) with a container of ``image``; DeployFailed keeps ``old`` serving.
 
         In port mode with a running ``old``, the new version is proven in a trial container
         first, and a failure there leaves ``old`` untouched (not even renamed).
+        ``rolled_back_from`` marks a rollback (see ``container_labels``).
         """
         started = self._monotonic()
         config = container_config(self.instance, desired, image, build_id=build_id, revision=revision,
-                                  host_port=host_port, publish_address=self.publish_address)
+                                  host_port=host_port, publish_address=self.publish_address,
+                                  workspace=self.workspace, rolled_back_from=rolled_back_from)
         # Two containers can't bind one host port: stop the old one first, as late as possible.
         must_stop_old = bool(old and old.running and host_port)
         held = old.host_port if old and old.running else None

@@ -30,7 +30,7 @@ from gitops.housekeeping import Housekeeping
 from gitops.loader import LoadResult, load_configured
 from gitops.lock import ApplyLock
 from gitops.masking import Masker, mask_url
-from gitops.plan import Action, Plan, Step, make_plan
+from gitops.plan import Action, Plan, Step, foreign_owner, make_plan
 from gitops.runtime.protocol import Runtime
 from gitops.runtime.objects import Container, Observed
 from gitops.source import CONFIG_REPOSITORY, NO_SOURCE, GitCheckout, Revision, resolve
@@ -68,10 +68,15 @@ class Engine:
         self.history = history
         self.events = events or Events()
         self.instance = settings.instance
+        # Which files manage a container: two workspaces on one instance must not prune each other.
+        self.workspace = str(settings.deployments_path)
         self.builder = Builder(runtime, self.instance)
         self.housekeeping = Housekeeping(runtime, history, settings, self.events)
         self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
-                                             log_tail=settings.log_tail, publish_address=settings.publish_address)
+                                             log_tail=settings.log_tail, publish_address=settings.publish_address,
+                                             workspace=self.workspace)
+        if self.deployer.workspace is None:  # an injected deployer (tests) labels containers the same way
+            self.deployer.workspace = self.workspace
 
     # -- reading ---------------------------------------------------------
 
@@ -93,16 +98,18 @@ class Engine:
         _require_known({name}, load)
         return load.desired[name]
 
-    def plan(self, names: list[str] | None = None, prune: bool = True) -> tuple[Plan, LoadResult]:
-        """Compute the plan (one listing of Docker, no changes)."""
-        plan, load, _ = self._prepare(names, prune)
+    def plan(self, names: list[str] | None = None, prune: bool = True,
+             take_over: bool = False) -> tuple[Plan, LoadResult]:
+        """Compute the plan (one listing of Docker, no changes); ``take_over`` as in ``apply``."""
+        plan, load, _ = self._prepare(names, prune, take_over=take_over)
         return plan, load
 
     def status(self) -> list[DeploymentStatus]:
         """Every declared deployment (and any container no file declares any more): state, URL, build."""
         from gitops.status import report  # imported here: a no-op apply never needs it
 
-        return report(self.load(), self.runtime, self.history, self.instance, self.settings.publish_address)
+        return report(self.load(), self.runtime, self.history, self.instance, self.settings.publish_address,
+                      workspace=self.workspace)
 
     def builds(self, name: str, limit: int | None = 20) -> list[Build]:
         """Build history of ``name``, newest first (``limit`` None: all)."""
@@ -144,7 +151,8 @@ class Engine:
 
     def _prepare(self, names: list[str] | None, prune: bool, observed: Observed | None = None,
                  unfetched: list[str] | None = None,
-                 fetch: bool = False, automatic: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
+                 fetch: bool = False, automatic: bool = False,
+                 take_over: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
         load = self.load()
         observed = observed or self.runtime.observe(self.instance)
         only = set(names) if names else None
@@ -182,7 +190,8 @@ class Engine:
             note = f"pruning skipped: {len(load.errors)} file error(s) this run"
         plan = make_plan(load.desired, {n: r.revision for n, r in revisions.items()}, observed,
                          stopped=stopped, prune=prune and load.ok,
-                         prune_note=note if prune else "--no-prune", only=only, broken=broken)
+                         prune_note=note if prune else "--no-prune", only=only, broken=broken,
+                         workspace=self.workspace, take_over=take_over)
         return plan, load, revisions
 
     def _fetch_sources(self, selected: list[Desired], automatic: bool) -> list[str]:
@@ -229,13 +238,16 @@ class Engine:
 
     def apply(self, names: list[str] | None = None, *, prune: bool = True, trigger: Trigger = Trigger.MANUAL,
               force: bool = False, fetch: bool = False, heal: bool = False,
-              fetch_config: bool = False) -> ApplyResult:
+              fetch_config: bool = False, take_over: bool = False) -> ApplyResult:
         """Execute the plan under the apply lock.
 
-        ``force`` rebuilds the named deployments even if up to date; ``fetch``
+        ``force`` rebuilds the named deployments even if up to date (so a rollback returns
+        to what the files declare); ``fetch``
         first brings their git sources to the newest commit of their branch;
         ``heal`` (drift) only starts or recreates containers from existing
         images and leaves every other change for a real trigger: no rebuild storms.
+        A deployment declared here whose container another workspace manages is refused
+        (a failed outcome) unless ``take_over``.
         """
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
             unfetched: list[str] = []
@@ -244,7 +256,7 @@ class Engine:
                 unfetched.append(CONFIG_REPOSITORY)
             observed = self.housekeeping.recover()
             plan, load, revisions = self._prepare(names, prune, observed, unfetched, fetch=fetch,
-                                                  automatic=trigger is not Trigger.MANUAL)
+                                                  automatic=trigger is not Trigger.MANUAL, take_over=take_over)
             if plan.prune_note and prune:
                 self.events.emit(Warned(None, plan.prune_note))
             result = ApplyResult(plan, load, unfetched=unfetched)
@@ -260,6 +272,9 @@ class Engine:
                         and step.desired.spec.enabled:
                     step = Step(step.name, Action.REBUILD, "deploy requested by the operator", step.desired,
                                 step.container, None, step.revision)
+                if step.action is Action.FOREIGN and step.desired is not None and not heal:
+                    result.outcomes.append(self._refuse(step))
+                    continue
                 if not step.changes:
                     continue
                 if heal and step.action is not Action.START:
@@ -280,8 +295,10 @@ class Engine:
                 return self._done(step, build)
             if step.action is Action.REDEPLOY:
                 image_build = step.container.build_id or "unknown"
+                # Same image as before: a container serving a rollback still serves it afterwards.
                 build = self._deploy_image(step, step.container.image, image_build, revision.revision, trigger,
-                                           action="redeploy", revision_info=revision)
+                                           action="redeploy", revision_info=revision,
+                                           rolled_back_from=step.container.labels.get(L.ROLLED_BACK_FROM))
                 return self._done(step, build)
             if step.action is Action.START:
                 if step.container is not None:
@@ -309,6 +326,12 @@ class Engine:
             return Outcome(step, False, exc.build if isinstance(exc, RecordedFailure) else None, message)
         raise AssertionError(f"unhandled action {step.action}")
 
+    def _refuse(self, step: Step) -> Outcome:
+        """A deployment declared here whose container another workspace manages: left alone, reported failed."""
+        message = f"not changed: its container is {step.reason}"
+        self.events.emit(StepFailed(step.name, message))
+        return Outcome(step, False, None, message)
+
     def _done(self, step: Step, build: Build | None) -> Outcome:
         self.events.emit(StepSucceeded(step.name, step.action.value, build=build.to_dict() if build else None))
         return Outcome(step, True, build)
@@ -334,11 +357,16 @@ class Engine:
         return self._recorded(step, trigger, action, revision, revision.revision, work)
 
     def _deploy_image(self, step: Step, image: str, image_build: str, revision: str, trigger: Trigger, *,
-                      action: str, revision_info: Revision | None = None, record_revision: str | None = None) -> Build:
-        """Run an existing image; ``revision`` goes on the container, ``record_revision`` (default the same) on the record."""
+                      action: str, revision_info: Revision | None = None, record_revision: str | None = None,
+                      rolled_back_from: str | None = None) -> Build:
+        """Run an existing image; ``revision`` goes on the container, ``record_revision`` (default the same) on the record.
+
+        ``rolled_back_from`` marks the container as serving a rollback (see ``deployer.container_labels``).
+        """
         def work(record: Build, masker: Masker, durations: dict[str, float]) -> Build:
             durations["build"] = 0.0
-            return self._rollout(record, step, image, revision, durations, image_build=image_build)
+            return self._rollout(record, step, image, revision, durations, image_build=image_build,
+                                 rolled_back_from=rolled_back_from)
 
         return self._recorded(step, trigger, action, revision_info or NO_SOURCE,
                               revision if record_revision is None else record_revision, work, image=image)
@@ -367,7 +395,7 @@ class Engine:
             raise RecordedFailure(f"{message}{kept}", failed, transient=isinstance(exc, TRANSIENT)) from None
 
     def _rollout(self, record: Build, step: Step, tag: str, revision: str, durations: dict[str, float],
-                 image_build: str | None = None) -> Build:
+                 image_build: str | None = None, rolled_back_from: str | None = None) -> Build:
         d = step.desired
         old = step.container
         current_port = old.host_port if old else None
@@ -375,7 +403,8 @@ class Engine:
         port = routing.host_port(d, self.history, current=current_port, instance=self.instance, address=address)
         self._phase(record, d.name, f"deploying {tag}" + (f" on {routing.url(port, address)}" if port else ""))
         rollout = self.deployer.rollout(d, tag, build_id=image_build or record.id, revision=revision, old=old,
-                                        host_port=port, on_phase=lambda text: self._phase(record, d.name, text))
+                                        host_port=port, on_phase=lambda text: self._phase(record, d.name, text),
+                                        rolled_back_from=rolled_back_from)
         durations["deploy"] = round(rollout.deploy_seconds, 3)
         if rollout.gap_seconds is not None:
             durations["gap"] = round(rollout.gap_seconds, 3)
@@ -406,8 +435,9 @@ class Engine:
         """The guide's stop: stop the container and keep it stopped across applies until ``start``."""
         self._require(name)
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
-            self.history.set_stopped(name, True)
             container = self.runtime.observe(self.instance).containers.get(name)
+            self._refuse_foreign(container)
+            self.history.set_stopped(name, True)
             if container and container.running:
                 self.deployer.stop(container)
             return container
@@ -425,8 +455,13 @@ class Engine:
             self.runtime.load_sdk()
             observed = self.housekeeping.recover()
             current = observed.containers.get(name)
+            self._refuse_foreign(current)
             target = self._rollback_target(name, to, current)
             revision = target.revision or ""
+            # The build that serves what the files declare: kept across rollbacks in a row, so that
+            # status and plan keep naming it; rolling back onto it ends the rollback.
+            declared = current.labels.get(L.ROLLED_BACK_FROM, current.build_id or "") if current else ""
+            rolled_back_from = None if target.id == declared else declared
             # The container is labelled with the *current* desired hashes and revision: the operator said
             # this image satisfies them, so the next apply keeps it until the files or the source change.
             desired_revision = resolve(d.spec.source, self.settings.workspace_path,
@@ -438,12 +473,20 @@ class Engine:
                 build = self._deploy_image(step, target.image, target.id, desired_revision, Trigger.MANUAL,
                                            action="rollback", record_revision=revision,
                                            revision_info=Revision(revision, None, target.commit_hash,
-                                                                  target.commit_message, target.branch))
+                                                                  target.commit_message, target.branch),
+                                           rolled_back_from=rolled_back_from)
             except KalpanaError as exc:
                 self.events.emit(StepFailed(name, str(exc)))
                 raise
             self.events.emit(StepSucceeded(name, "rollback", build=build.to_dict()))
             return build
+
+    def _refuse_foreign(self, container: Container | None) -> None:
+        """KalpanaError when another workspace of this instance manages ``container``."""
+        owner = foreign_owner(container, self.workspace)
+        if owner:
+            raise KalpanaError(f"{container.deployment} is managed from {owner}, not from here ({self.workspace}): "
+                               "run this there, or `kalpana apply --take-over` here first")
 
     def _rollback_target(self, name: str, to: str | None, current: Container | None) -> Build:
         if to:

@@ -6,6 +6,7 @@ observer, the planner and the tests agree on one spelling.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 PREFIX = "dev.kalpana"
@@ -20,6 +21,16 @@ FIELD_HASHES = f"{PREFIX}.field-hashes"
 REVISION = f"{PREFIX}.revision"
 BUILD_ID = f"{PREFIX}.build-id"
 HOST_PORT = f"{PREFIX}.host-port"
+# The deployments directory whose files manage the container: two workspaces on one instance
+# must not prune (or silently take over) each other's deployments. Absent on containers made
+# before it existed: those count as managed from whichever workspace looks at them.
+WORKSPACE = f"{PREFIX}.workspace"
+# Set by `kalpana rollback` to the build that served what the files declare; a normal deploy
+# makes a container without it, so its presence means "serving a rollback".
+ROLLED_BACK_FROM = f"{PREFIX}.rolled-back-from"
+# Digest of the health check the container was judged by: a changed check alone redeploys
+# nothing (it only gates the next deploy), but the plan says it changed.
+HEALTHCHECK_HASH = f"{PREFIX}.healthcheck-hash"
 
 IMAGE_REPOSITORY = "kalpana"
 # Deployment names may not contain "--" (spec.py), so no deployment's own container ends like this.
@@ -79,3 +90,9 @@ def image_tag(instance: str, deployment: str, build_id: str) -> str:
 def dumps_labels(hashes: dict[str, str]) -> str:
     """Field hashes as a compact, stable label value."""
     return json.dumps(hashes, sort_keys=True, separators=(",", ":"))
+
+
+def digest(value: object) -> str:
+    """A short stable digest of a JSON-able value, as a label value (the spec's field hashes use the same form)."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

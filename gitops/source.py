@@ -43,9 +43,10 @@ class Revision:
 
     @property
     def short(self) -> str:
-        """Seven characters are what people quote (``a1b2c3d``)."""
+        """Seven characters are what people quote (``a1b2c3d``); a content hash keeps its prefix
+        (``content:d9b193f``) so that nobody takes it for a commit."""
         if self.revision.startswith("content:"):
-            return self.revision[len("content:"):][:7]
+            return self.revision[: len("content:") + 7]
         head, _, dirty = self.revision.partition("+")
         return head[:7] + ("+dirty" if dirty else "")
 

@@ -10,6 +10,7 @@ from gitops import routing
 from gitops.build import BuildStatus
 from gitops.history import History
 from gitops.loader import LoadResult
+from gitops.plan import foreign_owner, rollback_note
 from gitops.runtime.protocol import Runtime
 
 
@@ -37,6 +38,7 @@ class DeploymentStatus:
     container: str | None
     last_build_status: str | None
     detail: str
+    rolled_back_to: str | None = None  # the build a rollback serves, while the files declare a newer one
 
     def to_dict(self) -> dict:
         """JSON form (`kalpana status --json`)."""
@@ -46,8 +48,11 @@ class DeploymentStatus:
 
 
 def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
-           publish_address: str = routing.ANY_ADDRESS) -> list[DeploymentStatus]:
-    """Status of every declared deployment plus any container no file declares any more."""
+           publish_address: str = routing.ANY_ADDRESS, workspace: str | None = None) -> list[DeploymentStatus]:
+    """Status of every declared deployment plus any container no file declares any more.
+
+    ``workspace``: containers another workspace manages are noted as such, not as about to be removed.
+    """
     observed = runtime.observe(instance)
     stopped = history.stopped()
     latest_of = history.latest_per_deployment()  # one read of the database, one Build per deployment
@@ -78,8 +83,14 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
             detail = latest.error_message or ""
         else:
             state = State.NOT_DEPLOYED
-        if desired is None:
+        owner = foreign_owner(container, workspace)
+        if owner:
+            detail = f"managed from {owner}"
+        elif desired is None:
             detail = "no file declares it (the next apply removes it)"
+        rolled_back = rollback_note(container) if desired is not None else None
+        if rolled_back and not detail:
+            detail = rolled_back
         if latest and latest.status is BuildStatus.FAILED and state is State.RUNNING:
             detail = f"last build {latest.id} failed; the previous version serves"
         if interrupted:
@@ -103,5 +114,5 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
             uptime_seconds=uptime, container=container.name if container else None,
             # An interrupted build is recorded FAILED by the next run: say so now.
             last_build_status=(BuildStatus.FAILED.value if interrupted else latest.status.value) if latest else None,
-            detail=detail))
+            detail=detail, rolled_back_to=container.build_id if rolled_back else None))
     return rows

@@ -96,17 +96,23 @@ def run_with_progress(obj: Context, as_json: bool, work: Callable) -> object:
 @click.option("--no-prune", is_flag=True, help="Keep containers no file declares.")
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `kalpana plan`).")
 @click.option("--fetch", is_flag=True, help="First fetch the git sources of these deployments.")
+@click.option("--force", is_flag=True, help="Rebuild and redeploy to what the files declare even when up to date "
+              "(e.g. after a rollback).")
+@click.option("--take-over", is_flag=True, help="Take over deployments declared here whose containers another "
+              "workspace of this instance manages.")
 @json_option
 @pass_ctx
-def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, fetch: bool, as_json: bool) -> None:
+def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, fetch: bool, force: bool,
+          take_over: bool, as_json: bool) -> None:
     """Make Docker match the files: build and deploy what changed, prune what is gone."""
     if dry_run:
         engine = obj.engine()
-        result, load = engine.plan(list(names) or None, prune=not no_prune)
+        result, load = engine.plan(list(names) or None, prune=not no_prune, take_over=take_over)
         _show_plan(result, load, as_json)
         sys.exit(0 if load.ok else 1)
     result = run_with_progress(obj, as_json, lambda engine: engine.apply(list(names) or None, prune=not no_prune,
-                                                                         fetch=fetch))
+                                                                         fetch=fetch, force=force,
+                                                                         take_over=take_over))
     summarize(result, as_json)
 
 

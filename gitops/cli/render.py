@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gitops.events import (Event, LockWait, LogLine, PhaseEntered, Recovered, StepFailed, StepStarted,
                            StepSucceeded, Warned)
 from gitops.plan import Action, Plan
+from gitops.source import short_revision
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,7 +31,7 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 ACTION_STYLE = {Action.CREATE: "green", Action.REBUILD: "yellow", Action.REDEPLOY: "cyan", Action.START: "blue",
-                Action.STOP: "magenta", Action.REMOVE: "red", Action.NOOP: "dim"}
+                Action.STOP: "magenta", Action.REMOVE: "red", Action.NOOP: "dim", Action.FOREIGN: "dim"}
 STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "CANCELLED": "yellow", "BUILDING": "cyan", "PENDING": "dim",
                 "running": "green", "failed": "red", "stopped": "yellow", "building": "cyan", "not deployed": "dim"}
 
@@ -182,7 +183,9 @@ def builds_table(builds: list[Build]) -> Table:
     """`kalpana builds NAME`: one row per build, newest first."""
     table = _table("BUILD", "STATUS", "ACTION", "TRIGGER", "COMMIT", "STARTED", "DURATION", "ERROR")
     for b in builds:
-        commit = (b.commit_hash or "")[:7] + (f" {b.commit_message[:40]}" if b.commit_message else "")
+        # A plain directory has no commit: its content hash, marked as one (content:d9b193f).
+        commit = ((b.commit_hash or "")[:7] or (short_revision(b.revision) if b.revision else "")) \
+            + (f" {b.commit_message[:40]}" if b.commit_message else "")
         table.add_row(b.id, styled(b.status.value), b.action, b.triggered_by.value, escape(commit or "-"),
                       escape(b.started_at or b.created_at), duration(b.duration),
                       escape(first_line(b.error_message, 80)))

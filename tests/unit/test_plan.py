@@ -28,6 +28,7 @@ from gitops.source import Revision, short_revision
 from gitops.spec import Deployment, Desired
 
 INSTANCE = "default"
+HERE = "/srv/here/deployments.d"  # the workspace every table row plans from (unless the row sets `workspace`)
 REVISIONS = {"A": "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
              "B": "d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d"}
 BASE_SPEC = {"image": "busybox:1.36", "build_command": "echo build", "start_command": "httpd -f -p 8080",
@@ -48,9 +49,12 @@ def make_container(name: str, row: dict) -> Container:
     deployed_from = make_desired(name, row.get("spec"))
     build = row.get("build", "b1")
     labels = container_labels(INSTANCE, deployed_from, build_id=build, revision=rev(row.get("revision", "A")),
-                              host_port=row.get("host_port"))
+                              host_port=row.get("host_port"), workspace=row.get("workspace"),
+                              rolled_back_from=row.get("rolled_back_from"))
     if row.get("legacy"):
         del labels[L.FIELD_HASHES]
+    if row.get("legacy") or row.get("no_healthcheck_label"):
+        del labels[L.HEALTHCHECK_HASH]
     return Container.from_ps({
         "Id": f"c0ffee-{name}", "Names": [f"/{L.container_name(INSTANCE, name)}"],
         "State": row.get("state", "running"), "Status": row.get("status", "Up 5 minutes"),
@@ -83,6 +87,9 @@ def plan_for(case: dict) -> Plan:
         kwargs["only"] = set(case["only"])
     if "broken" in case:
         kwargs["broken"] = set(case["broken"])
+    if "take_over" in case:
+        kwargs["take_over"] = case["take_over"]
+    kwargs["workspace"] = case.get("workspace", HERE)
     return make_plan(desired, {n: rev(r) for n, r in revisions.items()}, Observed.from_lists(containers, images),
                      **kwargs)
 
@@ -190,7 +197,7 @@ def test_redeploy_reason_lists_every_changed_runtime_field() -> None:
 @pytest.mark.parametrize(("stored", "shown"), [
     ("a1b2c3d4e5f60718293a4b5c6d7e8f9012345678", "a1b2c3d"),
     ("a1b2c3d4e5f60718293a4b5c6d7e8f9012345678+dirty.0123456789", "a1b2c3d+dirty"),
-    ("content:0123456789abcdef", "0123456"),
+    ("content:0123456789abcdef", "content:0123456"),
     ("", "none"),
 ])
 def test_short_revision(stored: str, shown: str) -> None:
