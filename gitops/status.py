@@ -73,7 +73,7 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
         elif container:
             state = State.FAILED
             detail = container.status
-        elif latest and latest.status is BuildStatus.FAILED:
+        elif latest and (latest.status is BuildStatus.FAILED or interrupted):
             state = State.FAILED
             detail = latest.error_message or ""
         else:
@@ -90,7 +90,8 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
                 what = "the previous version serves"
             else:
                 what = "`kalpana apply` repairs it"
-            detail = f"build {latest.id} was interrupted (its process is gone); {what}"
+            # Read only: the record is marked FAILED by the next apply, which holds the lock.
+            detail = f"build {latest.id} was interrupted (its process, pid {latest.pid}, is gone); {what}"
         uptime = None
         if container and container.running:
             started = runtime.started_at(container.id)

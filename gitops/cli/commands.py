@@ -8,7 +8,7 @@ from typing import Callable
 import click
 
 from gitops.cli.main import Context, cli
-from gitops.cli.render import Progress, escape, out_console, plan_table, print_json
+from gitops.cli.render import Progress, escape, out_console, plan_table, print_json, write
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
 pass_ctx = click.make_pass_decorator(Context)
@@ -40,7 +40,7 @@ def validate(obj: Context, as_json: bool) -> None:
 def schema() -> None:
     """Print the JSON Schema of a deployment file (for editors)."""
     from gitops.loader import dumps_schema
-    click.echo(dumps_schema())
+    write(dumps_schema() + "\n")
 
 
 @cli.command()
@@ -116,7 +116,7 @@ def summarize(result, as_json: bool) -> None:
         failed = [o for o in result.outcomes if not o.ok]
         changed = [o for o in result.outcomes if o.ok]
         unchanged = len(result.plan.steps) - len(result.outcomes)
-        click.echo(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged")
+        write(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged\n")
     sys.exit(0 if result.ok else 1)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 
 import click
 
 from gitops.cli.commands import json_option, pass_ctx, run_with_progress, summarize
 from gitops.cli.main import Context, cli
-from gitops.cli.render import builds_table, out_console, print_json, status_table
+from gitops.cli.render import builds_table, out_console, print_json, status_table, write
 
 
 @cli.command()
@@ -51,13 +50,12 @@ def logs(obj: Context, name: str, build_id: str | None, app: bool, follow: bool,
     engine = obj.engine()
     if app and follow:
         for chunk in engine.follow_app_logs(name, tail=tail):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+            write(chunk)
     elif app:
-        sys.stdout.write(engine.app_logs(name, tail=tail))
+        write(engine.app_logs(name, tail=tail))
     else:
         _, text = engine.build_logs(name, build_id)
-        sys.stdout.write(text)
+        write(text)
 
 
 @cli.command()

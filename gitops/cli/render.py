@@ -7,7 +7,9 @@ prints one plain line and should not pay for loading it.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from gitops.events import (Event, LockWait, LogLine, PhaseEntered, Recovered, StepFailed, StepStarted,
@@ -49,15 +51,54 @@ def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     # Not a terminal (a pipe, a log file): don't wrap tables at 80 columns.
     width = None if stream.isatty() else 200
+    return _console_class()(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+@cache
+def _console_class() -> type[Console]:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    class PipeSafeConsole(Console):
+        """A console that outlives its reader: rich's default answer to a closed pipe is exit 1 mid-deploy."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            reader_gone(self.file)
+
+    return PipeSafeConsole
+
+
+def reader_gone(stream: Any) -> None:
+    """The reader of ``stream`` went away (``kalpana deploy x | head -1``): send the rest to /dev/null.
+
+    The work goes on and is recorded; only its output has nobody left to read it. The file
+    descriptor itself is pointed at /dev/null, so every later write, and the interpreter's final
+    flush of what is still buffered, succeed instead of raising (or exiting 120).
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing left to redirect
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def write(text: str, stderr: bool = False) -> None:
+    """Write plain ``text`` to stdout (or stderr) now; a closed reader is not an error (see reader_gone)."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        reader_gone(stream)
 
 
 def print_json(data: Any) -> None:
     """One JSON document on stdout, nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    sys.stdout.flush()
+    write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 class Progress:
