@@ -10,6 +10,31 @@ from gitops.cli.main import Context, cli
 from gitops.cli.render import builds_table, out_console, print_json, status_table, write
 
 
+class TailLines(click.ParamType):
+    """``--tail``: a number of lines (0 or more), or ``all``, as Docker takes it."""
+
+    name = "N|all"
+    #: Docker parses the number as a 64-bit integer; more lines than this than any log holds anyway.
+    MAX = 10**9
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            lines = value
+        elif str(value).strip().lower() == "all":
+            return "all"
+        else:
+            try:
+                lines = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number of lines: give 0 or more, or 'all'", param, ctx)
+        if not 0 <= lines <= self.MAX:
+            self.fail(f"{lines} lines is out of range: give 0 to {self.MAX}, or 'all'", param, ctx)
+        return lines
+
+
+TAIL = TailLines()
+
+
 @cli.command()
 @json_option
 @pass_ctx
@@ -24,7 +49,8 @@ def status(obj: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--limit", "-n", default=20, show_default=True, help="How many builds (0 = all).")
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=0),
+              help="How many builds (0 = all).")
 @json_option
 @pass_ctx
 def builds(obj: Context, name: str, limit: int, as_json: bool) -> None:
@@ -41,7 +67,8 @@ def builds(obj: Context, name: str, limit: int, as_json: bool) -> None:
 @click.option("--build", "build_id", metavar="ID", help="Logs of this build instead of the latest.")
 @click.option("--app", is_flag=True, help="The running container's logs instead of a build's.")
 @click.option("-f", "--follow", is_flag=True, help="With --app: keep streaming.")
-@click.option("--tail", default=200, show_default=True, help="With --app: lines of history to show first.")
+@click.option("--tail", default=200, show_default=True, type=TAIL,
+              help="With --app: lines of history to show first (a number, or all).")
 @pass_ctx
 def logs(obj: Context, name: str, build_id: str | None, app: bool, follow: bool, tail: int) -> None:
     """Logs of NAME's latest build (or --build ID), or of the running app (--app)."""
