@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from typing import Iterable
 
 from gitops import routing
 from gitops.build import BuildStatus
+from gitops.errors import UnknownDeployment
 from gitops.history import History
 from gitops.loader import LoadResult
 from gitops.runtime.protocol import Runtime
@@ -43,6 +45,18 @@ class DeploymentStatus:
         data = asdict(self)
         data["state"] = self.state.value
         return data
+
+
+def select(rows: list[DeploymentStatus], names: Iterable[str] = ()) -> list[DeploymentStatus]:
+    """The rows of ``names`` in that order (every row when none are given); UnknownDeployment for a name with none."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return rows
+    by_name = {r.name: r for r in rows}
+    for name in names:
+        if name not in by_name:
+            raise UnknownDeployment(name, sorted(by_name))
+    return [by_name[name] for name in names]
 
 
 def report(load: LoadResult, runtime: Runtime, history: History, instance: str,

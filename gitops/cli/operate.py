@@ -35,31 +35,39 @@ class TailLines(click.ParamType):
 TAIL = TailLines()
 
 
+wide_option = click.option("--wide", "-w", is_flag=True, help="Every column, whole messages (lines may pass 80 columns).")
+
+
 @cli.command()
+@click.argument("names", nargs=-1)
+@wide_option
 @json_option
 @pass_ctx
-def status(obj: Context, as_json: bool) -> None:
-    """Per deployment: state, URL, current build, image, uptime."""
-    rows = obj.engine().status()
+def status(obj: Context, names: tuple[str, ...], wide: bool, as_json: bool) -> None:
+    """Per deployment (or only NAMES): state, URL, current build, uptime, and what needs attention."""
+    from gitops.status import select
+    rows = select(obj.engine().status(), names)
     if as_json:
         print_json({"deployments": [r.to_dict() for r in rows]})
         return
-    out_console().print(status_table(rows) if rows else "no deployments declared")
+    console = out_console()
+    console.print(status_table(rows, wide=wide, width=console.width) if rows else "no deployments declared")
 
 
 @cli.command()
 @click.argument("name")
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=0),
               help="How many builds (0 = all).")
+@wide_option
 @json_option
 @pass_ctx
-def builds(obj: Context, name: str, limit: int, as_json: bool) -> None:
+def builds(obj: Context, name: str, limit: int, wide: bool, as_json: bool) -> None:
     """Build history of NAME, newest first."""
     records = obj.engine().builds(name, limit=limit or None)
     if as_json:
         print_json({"deployment": name, "builds": [b.to_dict() for b in records]})
         return
-    out_console().print(builds_table(records) if records else f"no builds of {name} yet")
+    out_console().print(builds_table(records, wide=wide) if records else f"no builds of {name} yet")
 
 
 @cli.command()
@@ -96,10 +104,15 @@ def deploy(obj: Context, name: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("name")
+@json_option
 @pass_ctx
-def stop(obj: Context, name: str) -> None:
+def stop(obj: Context, name: str, as_json: bool) -> None:
     """Stop NAME; it stays stopped across `apply` until `kalpana start NAME`."""
     container = obj.engine().stop(name)
+    if as_json:
+        print_json({"deployment": name, "stopped": True, "container": container.name if container else None,
+                    "was_running": bool(container and container.running)})
+        return
     out_console().print(f"stopped {name}" + ("" if container else " (it had no container)")
                         + f"; `kalpana start {name}` resumes it")
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from gitops.events import (Event, LockWait, LogLine, PhaseEntered, Recovered, StepFailed, StepStarted,
                            StepSucceeded, Warned)
+from gitops.labels import IMAGE_REPOSITORY
 from gitops.plan import Action, Plan
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.table import Table
 
     from gitops.build import Build
@@ -49,8 +51,8 @@ def err_console() -> Console:
 
 def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    # Not a terminal (a pipe, a log file): don't wrap tables at 80 columns.
-    width = None if stream.isatty() else 200
+    # Not a terminal (a pipe, a log file): don't wrap tables at 80 columns, unless COLUMNS asks for a width.
+    width = None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else 200
     return _console_class()(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
@@ -209,25 +211,146 @@ def duration(seconds: float | None) -> str:
     return f"{hours // 24}d{hours % 24}h"
 
 
-def status_table(rows: list[DeploymentStatus]) -> Table:
-    """`kalpana status`: one row per deployment."""
-    table = _table("DEPLOYMENT", "STATE", "URL", "BUILD", "IMAGE", "UPTIME", "NOTE")
+def status_table(rows: list[DeploymentStatus], wide: bool = False, width: int = 80) -> RenderableType:
+    """`kalpana status`: one row per deployment, then each row's note in full.
+
+    Fits ``width`` columns: a URL and a build id are never broken (they are copied and
+    clicked); notes go below the table, wrapped at spaces, so their remedy stays readable.
+    ``wide`` adds the image and puts the note in its row, whatever the width.
+    """
+    columns = [_Column("DEPLOYMENT", style="bold"), _Column("STATE"), _Column("URL", keep=True),
+               _Column("BUILD", keep=True)]
+    if wide:
+        columns.append(_Column("IMAGE", keep=True))
+    columns.append(_Column("UPTIME", keep=True))
+    if wide:
+        columns.append(_Column("NOTE"))
+    cells = []
     for r in rows:
-        table.add_row(f"[bold]{escape(r.name)}[/bold]", styled(r.state.value), escape(r.url or "-"),
-                      escape(r.build_id or "-"), escape(r.image or "-"), duration(r.uptime_seconds),
-                      escape(first_line(r.detail, 90)))
-    return table
+        row = [escape(r.name), styled(r.state.value), escape(r.url or "-"), escape(r.build_id or "-")]
+        if wide:
+            row.append(escape(short_image(r.image, r.name)))
+        row.append(duration(r.uptime_seconds))
+        if wide:
+            row.append(escape(r.detail or ""))
+        cells.append(row)
+    if not wide and not _fits(columns, rows, width):
+        # The URL must stay whole: the build id gives way (it is in --wide and --json).
+        columns = [c for c in columns if c.header != "BUILD"]
+        cells = [row[:3] + row[4:] for row in cells]
+    table = _grid(columns, cells)
+    if wide:
+        return table
+    return _with_notes(table, [(r.name, summary(r.detail)) for r in rows if r.detail])
 
 
-def builds_table(builds: list[Build]) -> Table:
-    """`kalpana builds NAME`: one row per build, newest first."""
-    table = _table("BUILD", "STATUS", "ACTION", "TRIGGER", "COMMIT", "STARTED", "DURATION", "ERROR")
+def builds_table(builds: list[Build], wide: bool = False) -> RenderableType:
+    """`kalpana builds NAME`: one row per build, newest first, then each failure's message.
+
+    A failure shows its first line and the line that says what to do (see ``summary``);
+    ``wide`` adds start time, commit message and image, and the whole error in its row.
+    """
+    headers = ["BUILD", "STATUS", "ACTION", "TRIGGER", "COMMIT"] + (["STARTED", "IMAGE"] if wide else []) + [
+        "DURATION"] + (["ERROR"] if wide else [])
+    # With --wide the commit message may fold; ids, times and durations stay whole.
+    columns = [_Column(h, keep=h in ("BUILD", "DURATION", "STARTED", "IMAGE") or (h == "COMMIT" and not wide))
+               for h in headers]
+    cells = []
     for b in builds:
-        commit = (b.commit_hash or "")[:7] + (f" {b.commit_message[:40]}" if b.commit_message else "")
-        table.add_row(b.id, styled(b.status.value), b.action, b.triggered_by.value, escape(commit or "-"),
-                      escape(b.started_at or b.created_at), duration(b.duration),
-                      escape(first_line(b.error_message, 80)))
+        commit = (b.commit_hash or "")[:7] or "-"
+        if wide and b.commit_message:
+            commit += f" {first_line(b.commit_message, 50)}"
+        row = [b.id, styled(b.status.value), escape(b.action), b.triggered_by.value, escape(commit)]
+        if wide:
+            row += [escape(b.started_at or b.created_at), escape(short_image(b.image, b.deployment))]
+        row.append(duration(b.duration))
+        if wide:
+            row.append(escape(b.error_message or ""))
+        cells.append(row)
+    table = _grid(columns, cells)
+    if wide:
+        return table
+    return _with_notes(table, [(b.id, summary(b.error_message)) for b in builds if b.error_message])
+
+
+class _Column:
+    """A column's header, style, and whether its cells may be broken across lines."""
+
+    def __init__(self, header: str, style: str | None = None, keep: bool = False):
+        self.header, self.style, self.keep = header, style, keep
+
+
+def _grid(columns: list[_Column], cells: list[list[str]]) -> Table:
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for c in columns:
+        # keep: a URL, an id or a number broken over two lines can no longer be copied or clicked.
+        table.add_column(c.header, style=c.style, no_wrap=c.keep, overflow="ignore" if c.keep else "fold")
+    for row in cells:
+        table.add_row(*row)
     return table
+
+
+def _fits(columns: list[_Column], rows: list[DeploymentStatus], width: int) -> bool:
+    """Whether the unbreakable columns leave the deployment and state columns room for a short word."""
+    from rich.text import Text
+
+    plain = {"URL": [r.url or "-" for r in rows], "BUILD": [r.build_id or "-" for r in rows],
+             "UPTIME": [duration(r.uptime_seconds) for r in rows]}
+    kept = sum(max([len(c.header)] + [Text.from_markup(v).cell_len for v in plain.get(c.header, [])])
+               for c in columns if c.keep)
+    gaps = 2 * (len(columns) - 1)
+    return kept + gaps + 2 * 8 <= width  # 8: "deployment" and "running" start to fold below that
+
+
+def _with_notes(table: Table, notes: list[tuple[str, str]]) -> RenderableType:
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
+
+    if not notes:
+        return table
+    lines: list[RenderableType] = [table, Text("")]
+    for who, note in notes:
+        # Hanging indent: the note wraps at spaces under its own start, never mid-word.
+        lines.append(Padding(Text.assemble((f"{who}: ", "bold"), note), (0, 0, 0, 2), expand=False))
+    return Group(*lines)
+
+
+# A line of an error that tells the user what to do, e.g. "run `docker pull busybox` ..." or "fix the syntax".
+_REMEDY = re.compile(r"(`kalpana |\b(run|set|fix|check|use|start|free|see|give|try|remove|add|create|point)\b)",
+                     re.IGNORECASE)
+
+
+def summary(text: str | None) -> str:
+    """A message as tables show it: its first line, plus the later line that says what to do, if any.
+
+    Error messages say what went wrong, then what to do (STYLE 6); in a multi-line one
+    (a build's last log lines, a list of file errors) the remedy can be any line, and a table
+    that cut the message short hid it. The rest is in --wide, --json and `kalpana logs`.
+    """
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    shown = [lines[0]]
+    if len(lines) > 1 and not _REMEDY.search(lines[0]):
+        remedy = next((line for line in lines[1:] if _REMEDY.search(line)), None)
+        if remedy:
+            shown.append(remedy)
+    hidden = len(lines) - len(shown)
+    return " / ".join(shown) + (f" (+{hidden} more line{'s' if hidden > 1 else ''}: --wide)" if hidden else "")
+
+
+def short_image(image: str | None, deployment: str) -> str:
+    """An image as tables show it: the tag alone when it is one of the deployment's own images."""
+    if not image:
+        return "-"
+    repository, _, tag = image.rpartition(":")
+    if tag and "/" not in tag and repository.startswith(f"{IMAGE_REPOSITORY}/") and (
+            repository.endswith(f"/{deployment}")):
+        return tag
+    return image
 
 
 def webhooks_table(endpoints: list[Endpoint]) -> Table:
