@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 
 import click
 
@@ -84,8 +85,11 @@ def logs(obj: Context, name: str, build_id: str | None, app: bool, follow: bool,
         raise click.UsageError("-f/--follow goes with --app (build logs are complete once stored)")
     engine = obj.engine()
     if app and follow:
-        for chunk in engine.follow_app_logs(name, tail=tail):
-            write(chunk)
+        try:
+            for chunk in engine.follow_app_logs(name, tail=tail):
+                write(chunk)
+        except KeyboardInterrupt:
+            sys.exit(130)  # Ctrl-C is how a follow ends, not an error to report
     elif app:
         write(engine.app_logs(name, tail=tail))
     else:

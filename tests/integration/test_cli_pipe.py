@@ -1,11 +1,13 @@
-"""A reader that goes away (`kalpana deploy NAME | head -1`) must not stop or corrupt the work."""
+"""The CLI's output streams: a reader that goes away (`kalpana deploy NAME | head -1`) must not stop or
+corrupt the work; Ctrl-C on a follow just ends it."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
-from .helpers import builds, deploy_web, get, host_port, status_row
+from .helpers import HTTPD, builds, deploy_web, finish, get, host_port, spawn, status_row
 
 
 def test_deploy_into_a_closed_pipe_finishes_and_records_success(kalpana_project):
@@ -36,3 +38,14 @@ def test_deploy_into_a_closed_pipe_finishes_and_records_success(kalpana_project)
     assert row["build_id"] == latest["id"], row
     assert get(p, host_port(p, "piped", row)) == "v2"
     assert port == host_port(p, "piped", row)
+
+
+def test_ctrl_c_ends_logs_follow_quietly(kalpana_project):
+    p = kalpana_project
+    deploy_web(p, "chatty", "v1", start_command=f"sh -c 'echo hello from chatty; exec {HTTPD}'")
+    process = spawn(p, "logs", "chatty", "--app", "-f")
+    assert "hello from chatty" in process.stdout.readline()  # the follow is streaming
+    process.send_signal(signal.SIGINT)
+    code, text = finish(process, timeout=30)
+    assert code == 130, text
+    assert "error" not in text and "Traceback" not in text, text
