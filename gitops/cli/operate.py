@@ -51,7 +51,7 @@ def status(obj: Context, names: tuple[str, ...], wide: bool, as_json: bool) -> N
     if as_json:
         print_json({"deployments": [r.to_dict() for r in rows]})
         return
-    console = out_console()
+    console = out_console(wide=wide)
     console.print(status_table(rows, wide=wide, width=console.width) if rows else "no deployments declared")
 
 
@@ -68,7 +68,7 @@ def builds(obj: Context, name: str, limit: int, wide: bool, as_json: bool) -> No
     if as_json:
         print_json({"deployment": name, "builds": [b.to_dict() for b in records]})
         return
-    out_console().print(builds_table(records, wide=wide) if records else f"no builds of {name} yet")
+    out_console(wide=wide).print(builds_table(records, wide=wide) if records else f"no builds of {name} yet")
 
 
 @cli.command()

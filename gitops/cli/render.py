@@ -39,9 +39,9 @@ STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "CANCELLED": "yellow", "BUI
                 "running": "green", "failed": "red", "stopped": "yellow", "building": "cyan", "not deployed": "dim"}
 
 
-def out_console() -> Console:
-    """A rich console on stdout."""
-    return _console(stderr=False)
+def out_console(wide: bool = False) -> Console:
+    """A rich console on stdout; ``wide`` (--wide) never wraps: lines are as long as their content."""
+    return _console(stderr=False, width=WIDE if wide else None)
 
 
 def err_console() -> Console:
@@ -49,10 +49,15 @@ def err_console() -> Console:
     return _console(stderr=True)
 
 
-def _console(stderr: bool) -> Console:
+#: The width a --wide table may take: wider than any row, so none wraps.
+WIDE = 100_000
+
+
+def _console(stderr: bool, width: int | None = None) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     # Not a terminal (a pipe, a log file): don't wrap tables at 80 columns, unless COLUMNS asks for a width.
-    width = None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else 200
+    if width is None and not (stream.isatty() or os.environ.get("COLUMNS", "").isdigit()):
+        width = 200
     return _console_class()(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
@@ -306,16 +311,17 @@ def _fits(columns: list[_Column], rows: list[DeploymentStatus], width: int) -> b
 
 def _with_notes(table: Table, notes: list[tuple[str, str]]) -> RenderableType:
     from rich.console import Group
-    from rich.padding import Padding
+    from rich.table import Table as Grid
     from rich.text import Text
 
     if not notes:
         return table
-    lines: list[RenderableType] = [table, Text("")]
+    # A grid, not bare text: a table wraps its cells at spaces whatever the console's soft_wrap.
+    grid = Grid.grid(padding=(0, 0, 0, 2))
+    grid.add_column(overflow="fold")
     for who, note in notes:
-        # Hanging indent: the note wraps at spaces under its own start, never mid-word.
-        lines.append(Padding(Text.assemble((f"{who}: ", "bold"), note), (0, 0, 0, 2), expand=False))
-    return Group(*lines)
+        grid.add_row(Text.assemble((f"{who}: ", "bold"), note))
+    return Group(table, Text(""), grid)
 
 
 # A line of an error that tells the user what to do, e.g. "run `docker pull busybox` ..." or "fix the syntax".

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 
 import pytest
-from rich.console import Console
 
 from gitops.build import Build, BuildStatus, Trigger
+from gitops.cli import render as render_module
 from gitops.cli.render import builds_table, short_image, status_table, summary
 from gitops.errors import ImageMissing
 from gitops.status import DeploymentStatus, State
@@ -22,8 +22,11 @@ UNHEALTHY = ("the new container was not healthy within 5 s (last probe: connecti
 
 
 def render(renderable, width: int = WIDTH) -> list[str]:
+    """Printed as `kalpana` prints it (the same console settings, soft_wrap included), at ``width`` columns."""
     out = io.StringIO()
-    Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=False).print(renderable)
+    console = render_module._console(stderr=False, width=width)
+    console.file = out
+    console.print(renderable)
     return out.getvalue().splitlines()
 
 
