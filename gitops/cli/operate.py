@@ -36,11 +36,22 @@ class TailLines(click.ParamType):
 TAIL = TailLines()
 
 
+def complete_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of deployment names: the ones the files declare (nothing when they can't be read)."""
+    from gitops.config import load_settings
+    from gitops.loader import load_configured
+    try:
+        load = load_configured(load_settings(ctx.find_root().params.get("config")))
+    except Exception:  # noqa: BLE001 - a completion must never print a traceback into the shell
+        return []
+    return sorted(name for name in load.desired if name.startswith(incomplete))
+
+
 wide_option = click.option("--wide", "-w", is_flag=True, help="Every column, whole messages (lines may pass 80 columns).")
 
 
 @cli.command()
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_names)
 @wide_option
 @json_option
 @pass_ctx
@@ -56,7 +67,7 @@ def status(obj: Context, names: tuple[str, ...], wide: bool, as_json: bool) -> N
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_names)
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=0),
               help="How many builds (0 = all).")
 @wide_option
@@ -72,7 +83,7 @@ def builds(obj: Context, name: str, limit: int, wide: bool, as_json: bool) -> No
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_names)
 @click.option("--build", "build_id", metavar="ID", help="Logs of this build instead of the latest.")
 @click.option("--app", is_flag=True, help="The running container's logs instead of a build's.")
 @click.option("-f", "--follow", is_flag=True, help="With --app: keep streaming.")
@@ -98,7 +109,7 @@ def logs(obj: Context, name: str, build_id: str | None, app: bool, follow: bool,
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_names)
 @json_option
 @pass_ctx
 def deploy(obj: Context, name: str, as_json: bool) -> None:
@@ -107,7 +118,7 @@ def deploy(obj: Context, name: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_names)
 @json_option
 @pass_ctx
 def stop(obj: Context, name: str, as_json: bool) -> None:
@@ -122,7 +133,7 @@ def stop(obj: Context, name: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_names)
 @json_option
 @pass_ctx
 def start(obj: Context, name: str, as_json: bool) -> None:
@@ -131,7 +142,7 @@ def start(obj: Context, name: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_names)
 @click.option("--to", "to", metavar="BUILD", help="Build id to return to (default: the previous successful one).")
 @json_option
 @pass_ctx

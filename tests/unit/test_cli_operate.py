@@ -74,3 +74,16 @@ def test_stop_json(workspace: Path, runtime: FakeRuntime):
     assert json.loads(result.output) == {"deployment": "web", "stopped": True,
                                          "container": L.container_name(INSTANCE, "web"), "was_running": True}
     assert [m for m, _ in runtime.calls if m == "stop"] == ["stop"]
+
+
+@pytest.mark.parametrize("words, expected", [
+    ("kalpana logs w", ["web"]),
+    ("kalpana status ", ["api", "web"]),
+    ("kalpana status --w", ["--wide"]),
+    ("kalpana watch --log-format ", ["text", "json"]),
+])
+def test_shell_completion_offers_names_options_and_values(workspace: Path, words: str, expected: list[str]):
+    env = {"_KALPANA_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    result = CliRunner(env=env).invoke(cli, [], prog_name="kalpana")
+    assert result.exit_code == 0, result.output
+    assert [line.split(",", 1)[1] for line in result.output.splitlines()] == expected, result.output
