@@ -173,9 +173,13 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
     path = Path(config or environ.get("KALPANA_CONFIG") or DEFAULT_CONFIG)
     data: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    if path.is_file():
+    try:
+        text = path.read_text() if path.is_file() else None
+    except OSError as exc:  # a name too long, a file we may not read: the user's input, not a crash
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror}): check -c/--config") from None
+    if text is not None:
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from typing import Iterable
 
 from gitops import routing
 from gitops.build import BuildStatus
+from gitops.errors import UnknownDeployment
 from gitops.history import History
 from gitops.loader import LoadResult
 from gitops.plan import foreign_owner, rollback_note
@@ -47,6 +49,18 @@ class DeploymentStatus:
         return data
 
 
+def select(rows: list[DeploymentStatus], names: Iterable[str] = ()) -> list[DeploymentStatus]:
+    """The rows of ``names`` in that order (every row when none are given); UnknownDeployment for a name with none."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return rows
+    by_name = {r.name: r for r in rows}
+    for name in names:
+        if name not in by_name:
+            raise UnknownDeployment(name, sorted(by_name))
+    return [by_name[name] for name in names]
+
+
 def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
            publish_address: str = routing.ANY_ADDRESS, workspace: str | None = None) -> list[DeploymentStatus]:
     """Status of every declared deployment plus any container no file declares any more.
@@ -78,7 +92,7 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
         elif container:
             state = State.FAILED
             detail = container.status
-        elif latest and latest.status is BuildStatus.FAILED:
+        elif latest and (latest.status is BuildStatus.FAILED or interrupted):
             state = State.FAILED
             detail = latest.error_message or ""
         else:
@@ -101,7 +115,8 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
                 what = "the previous version serves"
             else:
                 what = "`kalpana apply` repairs it"
-            detail = f"build {latest.id} was interrupted (its process is gone); {what}"
+            # Read only: the record is marked FAILED by the next apply, which holds the lock.
+            detail = f"build {latest.id} was interrupted (its process, pid {latest.pid}, is gone); {what}"
         uptime = None
         if container and container.running:
             started = runtime.started_at(container.id)

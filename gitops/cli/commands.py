@@ -8,7 +8,7 @@ from typing import Callable
 import click
 
 from gitops.cli.main import Context, cli
-from gitops.cli.render import Progress, escape, out_console, plan_table, print_json
+from gitops.cli.render import Progress, escape, out_console, plan_table, print_json, write
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
 pass_ctx = click.make_pass_decorator(Context)
@@ -46,7 +46,7 @@ def schema() -> None:
     to `kalpana validate`, which has the last word.
     """
     from gitops.schema import dumps_schema
-    click.echo(dumps_schema())
+    write(dumps_schema() + "\n")
 
 
 @cli.command()
@@ -128,7 +128,7 @@ def summarize(result, as_json: bool) -> None:
         failed = [o for o in result.outcomes if not o.ok]
         changed = [o for o in result.outcomes if o.ok]
         unchanged = len(result.plan.steps) - len(result.outcomes)
-        click.echo(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged")
+        write(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged\n")
     sys.exit(0 if result.ok else 1)
 
 

@@ -7,16 +7,20 @@ prints one plain line and should not pay for loading it.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from gitops.events import (Event, LockWait, LogLine, PhaseEntered, Recovered, StepFailed, StepStarted,
                            StepSucceeded, Warned)
+from gitops.labels import IMAGE_REPOSITORY
 from gitops.plan import Action, Plan
 from gitops.source import short_revision
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.table import Table
 
     from gitops.build import Build
@@ -36,9 +40,9 @@ STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "CANCELLED": "yellow", "BUI
                 "running": "green", "failed": "red", "stopped": "yellow", "building": "cyan", "not deployed": "dim"}
 
 
-def out_console() -> Console:
-    """A rich console on stdout."""
-    return _console(stderr=False)
+def out_console(wide: bool = False) -> Console:
+    """A rich console on stdout; ``wide`` (--wide) never wraps: lines are as long as their content."""
+    return _console(stderr=False, width=WIDE if wide else None)
 
 
 def err_console() -> Console:
@@ -46,19 +50,63 @@ def err_console() -> Console:
     return _console(stderr=True)
 
 
-def _console(stderr: bool) -> Console:
+#: The width a --wide table may take: wider than any row, so none wraps.
+WIDE = 100_000
+
+
+def _console(stderr: bool, width: int | None = None) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    # Not a terminal (a pipe, a log file): don't wrap tables at 80 columns.
-    width = None if stream.isatty() else 200
+    # Not a terminal (a pipe, a log file): don't wrap tables at 80 columns, unless COLUMNS asks for a width.
+    if width is None and not (stream.isatty() or os.environ.get("COLUMNS", "").isdigit()):
+        width = 200
+    return _console_class()(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+@cache
+def _console_class() -> type[Console]:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    class PipeSafeConsole(Console):
+        """A console that outlives its reader: rich's default answer to a closed pipe is exit 1 mid-deploy."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            reader_gone(self.file)
+
+    return PipeSafeConsole
+
+
+def reader_gone(stream: Any) -> None:
+    """The reader of ``stream`` went away (``kalpana deploy x | head -1``): send the rest to /dev/null.
+
+    The work goes on and is recorded; only its output has nobody left to read it. The file
+    descriptor itself is pointed at /dev/null, so every later write, and the interpreter's final
+    flush of what is still buffered, succeed instead of raising (or exiting 120).
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing left to redirect
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def write(text: str, stderr: bool = False) -> None:
+    """Write plain ``text`` to stdout (or stderr) now; a closed reader is not an error (see reader_gone)."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        reader_gone(stream)
 
 
 def print_json(data: Any) -> None:
     """One JSON document on stdout, nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    sys.stdout.flush()
+    write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 class Progress:
@@ -169,27 +217,148 @@ def duration(seconds: float | None) -> str:
     return f"{hours // 24}d{hours % 24}h"
 
 
-def status_table(rows: list[DeploymentStatus]) -> Table:
-    """`kalpana status`: one row per deployment."""
-    table = _table("DEPLOYMENT", "STATE", "URL", "BUILD", "IMAGE", "UPTIME", "NOTE")
+def status_table(rows: list[DeploymentStatus], wide: bool = False, width: int = 80) -> RenderableType:
+    """`kalpana status`: one row per deployment, then each row's note in full.
+
+    Fits ``width`` columns: a URL and a build id are never broken (they are copied and
+    clicked); notes go below the table, wrapped at spaces, so their remedy stays readable.
+    ``wide`` adds the image and puts the note in its row, whatever the width.
+    """
+    columns = [_Column("DEPLOYMENT", style="bold"), _Column("STATE"), _Column("URL", keep=True),
+               _Column("BUILD", keep=True)]
+    if wide:
+        columns.append(_Column("IMAGE", keep=True))
+    columns.append(_Column("UPTIME", keep=True))
+    if wide:
+        columns.append(_Column("NOTE"))
+    cells = []
     for r in rows:
-        table.add_row(f"[bold]{escape(r.name)}[/bold]", styled(r.state.value), escape(r.url or "-"),
-                      escape(r.build_id or "-"), escape(r.image or "-"), duration(r.uptime_seconds),
-                      escape(first_line(r.detail, 90)))
-    return table
+        row = [escape(r.name), styled(r.state.value), escape(r.url or "-"), escape(r.build_id or "-")]
+        if wide:
+            row.append(escape(short_image(r.image, r.name)))
+        row.append(duration(r.uptime_seconds))
+        if wide:
+            row.append(escape(r.detail or ""))
+        cells.append(row)
+    if not wide and not _fits(columns, rows, width):
+        # The URL must stay whole: the build id gives way (it is in --wide and --json).
+        columns = [c for c in columns if c.header != "BUILD"]
+        cells = [row[:3] + row[4:] for row in cells]
+    table = _grid(columns, cells)
+    if wide:
+        return table
+    return _with_notes(table, [(r.name, summary(r.detail)) for r in rows if r.detail])
 
 
-def builds_table(builds: list[Build]) -> Table:
-    """`kalpana builds NAME`: one row per build, newest first."""
-    table = _table("BUILD", "STATUS", "ACTION", "TRIGGER", "COMMIT", "STARTED", "DURATION", "ERROR")
+def builds_table(builds: list[Build], wide: bool = False) -> RenderableType:
+    """`kalpana builds NAME`: one row per build, newest first, then each failure's message.
+
+    A failure shows its first line and the line that says what to do (see ``summary``);
+    ``wide`` adds start time, commit message and image, and the whole error in its row.
+    """
+    headers = ["BUILD", "STATUS", "ACTION", "TRIGGER", "COMMIT"] + (["STARTED", "IMAGE"] if wide else []) + [
+        "DURATION"] + (["ERROR"] if wide else [])
+    # With --wide the commit message may fold; ids, times and durations stay whole.
+    columns = [_Column(h, keep=h in ("BUILD", "DURATION", "STARTED", "IMAGE") or (h == "COMMIT" and not wide))
+               for h in headers]
+    cells = []
     for b in builds:
         # A plain directory has no commit: its content hash, marked as one (content:d9b193f).
-        commit = ((b.commit_hash or "")[:7] or (short_revision(b.revision) if b.revision else "")) \
-            + (f" {b.commit_message[:40]}" if b.commit_message else "")
-        table.add_row(b.id, styled(b.status.value), b.action, b.triggered_by.value, escape(commit or "-"),
-                      escape(b.started_at or b.created_at), duration(b.duration),
-                      escape(first_line(b.error_message, 80)))
+        commit = (b.commit_hash or "")[:7] or (short_revision(b.revision) if b.revision else "") or "-"
+        if wide and b.commit_message:
+            commit += f" {first_line(b.commit_message, 50)}"
+        row = [b.id, styled(b.status.value), escape(b.action), b.triggered_by.value, escape(commit)]
+        if wide:
+            row += [escape(b.started_at or b.created_at), escape(short_image(b.image, b.deployment))]
+        row.append(duration(b.duration))
+        if wide:
+            row.append(escape(b.error_message or ""))
+        cells.append(row)
+    table = _grid(columns, cells)
+    if wide:
+        return table
+    return _with_notes(table, [(b.id, summary(b.error_message)) for b in builds if b.error_message])
+
+
+class _Column:
+    """A column's header, style, and whether its cells may be broken across lines."""
+
+    def __init__(self, header: str, style: str | None = None, keep: bool = False):
+        self.header, self.style, self.keep = header, style, keep
+
+
+def _grid(columns: list[_Column], cells: list[list[str]]) -> Table:
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for c in columns:
+        # keep: a URL, an id or a number broken over two lines can no longer be copied or clicked.
+        table.add_column(c.header, style=c.style, no_wrap=c.keep, overflow="ignore" if c.keep else "fold")
+    for row in cells:
+        table.add_row(*row)
     return table
+
+
+def _fits(columns: list[_Column], rows: list[DeploymentStatus], width: int) -> bool:
+    """Whether the unbreakable columns leave the deployment and state columns room for a short word."""
+    from rich.text import Text
+
+    plain = {"URL": [r.url or "-" for r in rows], "BUILD": [r.build_id or "-" for r in rows],
+             "UPTIME": [duration(r.uptime_seconds) for r in rows]}
+    kept = sum(max([len(c.header)] + [Text.from_markup(v).cell_len for v in plain.get(c.header, [])])
+               for c in columns if c.keep)
+    gaps = 2 * (len(columns) - 1)
+    return kept + gaps + 2 * 8 <= width  # 8: "deployment" and "running" start to fold below that
+
+
+def _with_notes(table: Table, notes: list[tuple[str, str]]) -> RenderableType:
+    from rich.console import Group
+    from rich.table import Table as Grid
+    from rich.text import Text
+
+    if not notes:
+        return table
+    # A grid, not bare text: a table wraps its cells at spaces whatever the console's soft_wrap.
+    grid = Grid.grid(padding=(0, 0, 0, 2))
+    grid.add_column(overflow="fold")
+    for who, note in notes:
+        grid.add_row(Text.assemble((f"{who}: ", "bold"), note))
+    return Group(table, Text(""), grid)
+
+
+# A line of an error that tells the user what to do, e.g. "run `docker pull busybox` ..." or "fix the syntax".
+_REMEDY = re.compile(r"(`kalpana |\b(run|set|fix|check|use|start|free|see|give|try|remove|add|create|point)\b)",
+                     re.IGNORECASE)
+
+
+def summary(text: str | None) -> str:
+    """A message as tables show it: its first line, plus the later line that says what to do, if any.
+
+    Error messages say what went wrong, then what to do (STYLE 6); in a multi-line one
+    (a build's last log lines, a list of file errors) the remedy can be any line, and a table
+    that cut the message short hid it. The rest is in --wide, --json and `kalpana logs`.
+    """
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    shown = [lines[0]]
+    if len(lines) > 1 and not _REMEDY.search(lines[0]):
+        remedy = next((line for line in lines[1:] if _REMEDY.search(line)), None)
+        if remedy:
+            shown.append(remedy)
+    hidden = len(lines) - len(shown)
+    return " / ".join(shown) + (f" (+{hidden} more line{'s' if hidden > 1 else ''}: --wide)" if hidden else "")
+
+
+def short_image(image: str | None, deployment: str) -> str:
+    """An image as tables show it: the tag alone when it is one of the deployment's own images."""
+    if not image:
+        return "-"
+    repository, _, tag = image.rpartition(":")
+    if tag and "/" not in tag and repository.startswith(f"{IMAGE_REPOSITORY}/") and (
+            repository.endswith(f"/{deployment}")):
+        return tag
+    return image
 
 
 def webhooks_table(endpoints: list[Endpoint]) -> Table:

@@ -13,7 +13,7 @@ import click
 
 from gitops.cli.commands import json_option, pass_ctx
 from gitops.cli.main import Context, cli
-from gitops.cli.render import out_console, print_json, webhooks_table
+from gitops.cli.render import out_console, print_json, webhooks_table, write
 from gitops.events import Event, LogLine
 
 
@@ -38,8 +38,7 @@ class LogLines:
             who = f"{event.deployment}: " if event.deployment else ""
             line = f"{now:%Y-%m-%d %H:%M:%S} {event.kind:<11} {who}{event.message}"
         with self._lock:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+            write(line + "\n", stderr=True)
 
 
 @cli.command()
