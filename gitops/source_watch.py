@@ -39,14 +39,18 @@ class SourceDirs:
     @classmethod
     def of(cls, desired: Iterable[Desired], workspace: Path, state: Path) -> "SourceDirs":
         """The source directories of ``desired`` (``source.path`` is relative to ``workspace``)."""
+        state = state.resolve()
         owners: dict[Path, set[str]] = {}
         for d in desired:
             source = d.spec.source
             if not d.spec.enabled or source is None or not source.path:
                 continue
             path = (workspace / source.path).resolve()
+            if path.is_relative_to(state):
+                # Inside the config repository's checkout: only a sync changes it, and a sync applies anyway.
+                continue
             owners.setdefault(path, set()).add(d.name)
-        return cls({path: frozenset(names) for path, names in owners.items()}, [state.resolve()])
+        return cls({path: frozenset(names) for path, names in owners.items()}, [state])
 
     def roots(self) -> frozenset[Path]:
         """The directories to watch recursively: a source inside another one is covered by it."""

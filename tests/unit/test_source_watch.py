@@ -88,3 +88,11 @@ def test_the_log_names_the_files_relative_to_their_source(workspace):
     sources = dirs(workspace, desired("hello", "apps/hello"))
     files = [workspace / f"apps/hello/{n}.html" for n in "abcde"] + [workspace / "apps/hello/.git/x"]
     assert sources.describe(files) == "a.html, b.html, c.html and 2 more"
+
+
+def test_sources_in_the_config_repositorys_checkout_are_not_watched(workspace):
+    # With `repo:` in kalpana.yaml the workspace is the checkout, under the state directory.
+    checkout = workspace / "state" / "config-repo"
+    (checkout / "apps/web").mkdir(parents=True)
+    sources = SourceDirs.of([desired("web", "apps/web")], checkout, workspace / "state")
+    assert sources.roots() == frozenset()
