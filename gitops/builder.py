@@ -3,13 +3,20 @@
 Either a generated Dockerfile (base image + source copied to working_dir +
 build_command run there) or the source's own Dockerfile. Nothing running is
 touched here, so a failed build changes nothing that serves.
+
+What the user sees of the build is shaped here too (``BuildOutput``): Kalpana's
+own LABEL step stays in the Dockerfile but not in the stream, and a failed
+command is told in the user's terms ("build command exited with 3", its last
+output line, where the full log is) rather than Docker's.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
@@ -89,9 +96,83 @@ class Builder:
             context = tar_context({"Dockerfile": dockerfile_for(desired, has_source, labels).encode()},
                                   {"src": revision.path} if has_source else {}, skip=revision.exclude)
             dockerfile = "Dockerfile"
-        for line in self.runtime.build(context, tag=tag, dockerfile=dockerfile):
-            on_line(line)
+        output = BuildOutput(on_line, hidden_step=label_line(labels))
+        try:
+            for line in self.runtime.build(context, tag=tag, dockerfile=dockerfile):
+                output(line)
+        except BuildFailed as exc:
+            raise BuildFailed(failure_message(str(exc), output, name=desired.name, build_id=build_id,
+                                              own_dockerfile=bool(dockerfile_path))) from None
         return tag
+
+
+# Docker's words for a RUN step that failed: the classic builder's, then BuildKit's.
+_EXIT_CODE = (re.compile(r"returned a non-zero code: (\d+)"),
+              re.compile(r"did not complete successfully: exit code: (\d+)"))
+_STEP = re.compile(r"Step \d+/\d+ : (?P<instruction>.*)", re.S)
+# Lines the classic builder adds to a step: layer ids, intermediate containers, cache hits.
+_BOOKKEEPING = re.compile(r" ---> |Removing intermediate container ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Docker colours a RUN's stderr red
+_TAIL_LINES = 20
+_QUOTE_MAX = 160
+
+
+class BuildOutput:
+    """Passes a build's lines on to ``on_line``, without Kalpana's own LABEL step; remembers the failing step.
+
+    ``step`` is the instruction being run (``RUN ...``) and ``tail`` the last lines it printed,
+    which is what ``failure_message`` quotes.
+    """
+
+    def __init__(self, on_line: Callable[[str], None], hidden_step: str):
+        self._on_line = on_line
+        self._hidden_step = hidden_step.strip()
+        self._hiding = False
+        self.step: str | None = None
+        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
+
+    def __call__(self, line: str) -> None:
+        step = _STEP.match(line)
+        if step:
+            self.step = step.group("instruction").strip()
+            self.tail.clear()
+            # Our LABEL line is hundreds of characters of hashes: internal, and the same every build.
+            self._hiding = self.step == self._hidden_step or self.step.startswith(f"LABEL {L.PREFIX}.")
+        elif _BOOKKEEPING.match(line):
+            pass  # the hidden step's own bookkeeping stays hidden with it
+        else:
+            self._hiding = False
+            self.tail.append(line)
+        if not self._hiding:
+            self._on_line(line)
+
+    def last_output(self) -> str | None:
+        """The failing step's last non-empty output line, without colour codes."""
+        for line in reversed(self.tail):
+            text = _ANSI.sub("", line).strip()
+            if text:
+                return text
+        return None
+
+
+def failure_message(raw: str, output: BuildOutput, *, name: str, build_id: str, own_dockerfile: bool) -> str:
+    """What a failed build says: the command's exit code in the user's terms, or Docker's words when it was not a command."""
+    code = next((m.group(1) for m in (p.search(raw) for p in _EXIT_CODE) if m), None)
+    if code is None:
+        return raw
+    if not own_dockerfile:  # the generated Dockerfile's only RUN is the build command
+        what = "build command"
+    elif output.step:
+        what = f"Dockerfile step `{_cut(output.step, 80)}`"
+    else:
+        what = "a Dockerfile step"
+    last = output.last_output()
+    said = f"; its last output line: {_cut(last, _QUOTE_MAX)!r}" if last else "; it printed nothing"
+    return f"{what} exited with {code}{said}; the full log: `kalpana logs {name} --build {build_id}`"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def tar_context(files: dict[str, bytes], directories: dict[str, Path], exclude: tuple[str, ...] = (".git",),

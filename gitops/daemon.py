@@ -75,7 +75,7 @@ class Daemon:
         from gitops.server.app import create_app
         from gitops.server.serve import Server
 
-        self._server = Server(create_app(self.triggers), self.settings.listen)
+        self._server = Server(create_app(self.triggers, self.events), self.settings.listen)
         self._server.start()
         self.events.emit(Info(None, f"webhooks on http://{self.settings.listen}"))
         if self.settings.insecure_webhooks:

@@ -1,9 +1,10 @@
-"""The daemon's triggers: file saves, polls, drift and pushes, each turned into a ``Job``.
+"""The daemon's triggers: file saves, source edits, polls, drift and pushes, each turned into a ``Job``.
 
 Each runs on a thread of its own (the pushes on the webhook server's) and only
 ever submits jobs to the one work queue; the worker runs them. The triggers
 keep the daemon's view of the deployment files (which file declares what,
-which env_files they read) and are the webhook server's ``Receiver``.
+which env_files and local sources they read) and are the webhook server's
+``Receiver``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,21 @@ from gitops.loader import LoadResult, load_configured, load_configured_file
 from gitops.queue import Job, Running, WorkQueue
 from gitops.runtime.protocol import Runtime
 from gitops.source import GitCheckout
+from gitops.source_watch import SourceDirs
 from gitops.worker import Outcome
 
 HEAL_BACKOFF_MAX = 300.0
+WATCH_RETRY = 5.0  # seconds before a source watch that failed (a directory gone, no inotify watches left) restarts
+
+
+class _Either:
+    """A ``stop_event`` for watchfiles that is set when any of ``events`` is."""
+
+    def __init__(self, *events: threading.Event):
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)
 
 
 class Triggers:
@@ -44,6 +57,8 @@ class Triggers:
         self._load = LoadResult()
         self._file_names: dict[Path, set[str]] = {}
         self._env_files: dict[Path, set[str]] = {}  # env_file -> the deployments that read it
+        self._sources = SourceDirs({})
+        self._sources_moved = threading.Event()  # the set of source directories to watch changed
         self._heal: dict[str, tuple[int, float]] = {}  # name -> (attempts, next allowed time)
         self._docker_down = False
 
@@ -53,9 +68,9 @@ class Triggers:
         return self.settings.insecure_webhooks
 
     def threads(self) -> list[threading.Thread]:
-        """The watcher, poller and drift checker, not yet started."""
+        """The watchers (files, sources), poller and drift checker, not yet started."""
         return [threading.Thread(target=target, name=f"kalpana-{target.__name__.strip('_')}", daemon=True)
-                for target in (self._watch_files, self._poll, self._drift)]
+                for target in (self._watch_files, self._watch_sources, self._poll, self._drift)]
 
     def reload_quietly(self) -> None:
         """Refresh the view after a run (a sync may have changed the files); errors were reported by the run."""
@@ -86,6 +101,11 @@ class Triggers:
                 env_files.setdefault((Path(d.file).resolve().parent / d.spec.env_file).resolve(), set()).add(d.name)
         self._file_names = files
         self._env_files = env_files
+        sources = SourceDirs.of(load.desired.values(), self.settings.workspace_path, self.settings.state_path)
+        moved = sources.roots() != self._sources.roots()
+        self._sources = sources
+        if moved:
+            self._sources_moved.set()  # the source watcher restarts on the new set
         return load
 
     def _watch_files(self) -> None:
@@ -161,6 +181,39 @@ class Triggers:
         else:
             self.events.emit(Triggered(None, f"file change: {', '.join(sorted(names))}"))
             self.work.submit(Job(frozenset(names), Trigger.AUTO, reasons=["file change"]))
+
+    def _watch_sources(self) -> None:
+        """Watch the local source directories (recursively); a save rebuilds the deployments built from it.
+
+        The set follows the files: a deployment added, removed or given another ``source.path``
+        changes it on the next reload, and the watch restarts on the new set.
+        """
+        from watchfiles import watch
+
+        while not self._stop.is_set():
+            self._sources_moved.clear()
+            roots = self._sources.roots()
+            if not roots:
+                self._sources_moved.wait(1.0)
+                continue
+            try:
+                for changes in watch(*roots, watch_filter=lambda change, path: self._sources.relevant(Path(path)),
+                                     recursive=True, stop_event=_Either(self._stop, self._sources_moved),
+                                     debounce=int(self.settings.debounce * 1000), step=20, rust_timeout=500,
+                                     yield_on_timeout=False, raise_interrupt=False, ignore_permission_denied=True):
+                    self._sources_changed({Path(path) for _, path in changes})
+            except Exception as exc:  # noqa: BLE001 - a watcher crash must not take the daemon down
+                self.events.emit(DaemonError(None, f"watching the sources failed: {exc}; "
+                                             f"retrying in {WATCH_RETRY:g} s"))
+                self._stop.wait(WATCH_RETRY)
+
+    def _sources_changed(self, paths: set[Path]) -> None:
+        sources = self._sources
+        names = sources.owners_of(paths)
+        if not names:
+            return
+        self.events.emit(Triggered(None, f"source change ({sources.describe(paths)}): {', '.join(sorted(names))}"))
+        self.work.submit(Job(frozenset(names), Trigger.AUTO, reasons=["source change"]))
 
     def _poll(self) -> None:
         while not self._stop.wait(self.settings.poll_interval):

@@ -7,11 +7,14 @@ daemon's work queue.
 The signature is checked before anything else is told: an unsigned or
 wrongly signed request gets the same 401 whether or not the deployment it
 names exists (an unknown name has no secret, so no signature matches it),
-and no answer names a file on the host.
+and no answer names a file on the host. The daemon's log, which only the
+operator reads, says which it was: every refused request is one warning line
+(what was refused, why, from where), never a secret, signature or body.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Protocol
 
@@ -20,6 +23,7 @@ from fastapi.responses import JSONResponse
 
 from gitops import webhook as wh
 from gitops.deliveries import Claim
+from gitops.events import Events, Warned
 
 DEPLOYMENT_SETTING = "webhook_secret in the deployment's file"
 
@@ -48,12 +52,30 @@ class Receiver(Protocol):
         """Queue the work a push asks for."""
 
 
-def create_app(receiver: Receiver) -> FastAPI:
-    """The webhook app bound to a daemon."""
+class Refusals:
+    """Logs each refused request as one ``Warned`` event on the daemon's bus (nothing without one)."""
+
+    def __init__(self, events: Events | None):
+        self._events = events
+
+    def __call__(self, request: Request, status: int, why: str, deployment: str | None = None) -> None:
+        """Log that ``request`` got ``status`` because ``why`` (the operator's words: may say what the caller is not told)."""
+        if self._events is None:
+            return
+        client = request.client.host if request.client else "unknown client"
+        delivery = request.headers.get(wh.DELIVERY_HEADER)
+        said = f" (delivery {_printable(delivery, 64)})" if delivery else ""
+        self._events.emit(Warned(deployment, f"refused {request.method} {_printable(request.url.path, 120)} "
+                                             f"from {client} with {status}: {why}{said}"))
+
+
+def create_app(receiver: Receiver, events: Events | None = None) -> FastAPI:
+    """The webhook app bound to a daemon; ``events`` gets a line for every refused request."""
     app = FastAPI(title="Kalpana", docs_url=None, redoc_url=None, openapi_url=None)
     # What an unknown deployment's signature is checked against: a key nobody knows, so the answer
     # (and the time it takes) is that of a wrong signature.
     nobody_knows = secrets.token_hex(32)
+    refused = Refusals(events)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -61,34 +83,47 @@ def create_app(receiver: Receiver) -> FastAPI:
 
     @app.post(wh.DEPLOYMENT_PATH)
     async def deployment_webhook(name: str, request: Request) -> JSONResponse:
-        return await _handle(receiver, request, name, nobody_knows)
+        return await _handle(receiver, request, name, nobody_knows, refused)
 
     @app.post(wh.INSTANCE_PATH)
     async def instance_webhook(request: Request) -> JSONResponse:
-        return await _handle(receiver, request, None, nobody_knows)
+        return await _handle(receiver, request, None, nobody_knows, refused)
 
     return app
 
 
-async def _handle(receiver: Receiver, request: Request, name: str | None, nobody_knows: str) -> JSONResponse:
+async def _handle(receiver: Receiver, request: Request, name: str | None, nobody_knows: str,
+                  refused: Refusals) -> JSONResponse:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > wh.MAX_BODY:
+        refused(request, 413, f"body of {length} bytes is over 25 MB")
         return _answer(413, "payload over 25 MB")
     body = await _read_capped(request)
     if body is None:
+        refused(request, 413, "body over 25 MB")
         return _answer(413, "payload over 25 MB")
+    known = name is not None and receiver.known(name)
     if name is None:
         secret, setting = receiver.secret_for(None)
-    elif receiver.known(name):
+    elif known:
         # Not the receiver's words, which may name the file: the caller needs no path of the host.
         secret, setting = receiver.secret_for(name)[0], DEPLOYMENT_SETTING
     else:
         secret, setting = nobody_knows, DEPLOYMENT_SETTING
+    which = name if known else None  # an unknown name is the caller's word: never the event's deployment
     if not secret:  # an empty secret is no secret: anyone can compute an HMAC keyed with ""
         if not receiver.insecure:
+            refused(request, 403, f"no webhook secret configured: set {setting}", which)
             return _answer(403, f"webhook secret not configured: set {setting} (the same secret goes into "
                                 "GitHub's webhook settings)")
     elif not wh.verify(secret, body, request.headers.get(wh.SIGNATURE_HEADER)):
+        if name is not None and not known:
+            why = f"no deployment named {name[:64]!r} in this instance"  # repr: escapes control characters
+        elif request.headers.get(wh.SIGNATURE_HEADER):
+            why = f"wrong {wh.SIGNATURE_HEADER} signature (the sender's secret differs from {setting})"
+        else:
+            why = f"no {wh.SIGNATURE_HEADER} signature (is a secret set in the sender's webhook settings?)"
+        refused(request, 401, why, which)
         where = "" if name is None else ", and that the URL names a deployment of this instance"
         return _answer(401, f"missing or wrong {wh.SIGNATURE_HEADER} signature: check that the secret in "
                             f"GitHub matches {setting}{where}")
@@ -101,6 +136,7 @@ async def _handle(receiver: Receiver, request: Request, name: str | None, nobody
     try:
         push = wh.Push.from_payload(wh.decode(body, request.headers.get("content-type")))
     except wh.BadPayload as exc:
+        refused(request, 400, str(exc), which)
         return _answer(400, str(exc))
     why = push.ignored_because
     if why:
@@ -128,6 +164,15 @@ async def _read_capped(request: Request) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` with control characters escaped: the caller chose it, and a log line stays one line."""
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _answer(status: int, message: str, **extra) -> JSONResponse:

@@ -88,6 +88,36 @@ def test_bad_signature_is_rejected_and_builds_nothing(kalpana_project, site, sta
     wait_serving(site.port, "v2", timeout=120)
 
 
+def test_each_refused_delivery_is_logged_once_without_secrets(kalpana_project, site, start_daemon):
+    daemon = start_daemon(webhook_secret=INSTANCE_SECRET)
+    sha = site.remote.commit_and_push({"app/index.html": "v2"}, "second version")
+    payload = push_payload(site.remote, sha, "second version")
+
+    mark = daemon.mark()
+    refused = [
+        (daemon.post("site", payload, secret=DEPLOYMENT_SECRET, sign_with="not-the-secret", delivery="bad-sig"),
+         "/api/deployments/site/webhook", "wrong X-Hub-Signature-256 signature", "site"),
+        (daemon.post("nosuch", payload, secret=DEPLOYMENT_SECRET, delivery="unknown"),
+         "/api/deployments/nosuch/webhook", "no deployment named 'nosuch'", None),
+        (daemon.post(None, payload, secret=None, delivery="unsigned"),
+         "/webhook", "no X-Hub-Signature-256 signature", None),
+    ]
+    for (status, answer), path, why, deployment in refused:
+        assert status == 401, answer
+        line = daemon.wait_for(lambda e, path=path: e.get("event") == "warning"
+                               and e.get("message", "").startswith(f"refused POST {path} "), after=mark,
+                               timeout=30, what=f"the refusal of {path}")
+        assert why in line["message"] and " with 401: " in line["message"], line
+        assert line.get("deployment") == deployment, line
+    daemon.wait_idle()
+    lines = [e["message"] for e in daemon.since(mark, "warning") if e["message"].startswith("refused ")]
+    assert len(lines) == len(refused), lines
+    log = "\n".join(daemon.raw)
+    for secret in (DEPLOYMENT_SECRET, INSTANCE_SECRET, "not-the-secret"):
+        assert secret not in log, f"{secret!r} in the daemon's log"
+    assert _work_since(daemon, mark) == [], "a refused delivery must queue nothing"
+
+
 def test_push_to_another_branch_is_ignored(kalpana_project, site, start_daemon):
     p = kalpana_project
     daemon = start_daemon(webhook_secret=INSTANCE_SECRET)

@@ -284,20 +284,22 @@ def test_failed_build_is_recorded_and_leaves_the_running_container_alone(project
     before = (old.id, old.name, old.state, old.image)
     project.write(build_command="exit 3")
     runtime.allow("observe", *BUILD)  # create, stop, rename, remove: rejected
-    error = f"The command '/bin/sh -c exit 3' returned a non-zero code: 3 (token {SECRET})"
-    runtime.script_build(["Step 3/4 : RUN exit 3"], BuildFailed(error))
+    runtime.script_build(["Step 3/4 : RUN exit 3", f"token {SECRET}"],
+                         BuildFailed("The command '/bin/sh -c exit 3' returned a non-zero code: 3"))
 
     result = project.engine.apply()
 
     assert not result.ok
     [outcome] = result.outcomes
-    masked = error.replace(SECRET, MASK)
+    # The message quotes the command's last output line: masked like the log.
+    masked = (f"build command exited with 3; its last output line: 'token {MASK}'; "
+              f"the full log: `kalpana logs web --build {outcome.build.id}`")
     assert outcome.ok is False
     assert outcome.error == f"{masked} (the running version was left as it was)"
     assert outcome.build.status is BuildStatus.FAILED and outcome.build.error_message == masked
     assert project.history.statuses[outcome.build.id] == [BuildStatus.PENDING, BuildStatus.BUILDING,
                                                           BuildStatus.FAILED]
-    assert project.history.logs(outcome.build.id).endswith(f"Step 3/4 : RUN exit 3\nERROR: {masked}\n")
+    assert project.history.logs(outcome.build.id).endswith(f"Step 3/4 : RUN exit 3\ntoken {MASK}\nERROR: {masked}\n")
     assert [e.message for e in project.events if isinstance(e, StepFailed)] == [outcome.error]
     assert "StepSucceeded" not in project.kinds()
     assert [m for m, _ in runtime.changes()] == ["load_sdk", "ensure_image", "build"]

@@ -17,6 +17,7 @@ import uvicorn
 
 from gitops import webhook as wh
 from gitops.deliveries import Claim, Deliveries
+from gitops.events import Events, Warned
 from gitops.server.app import create_app
 
 SECRET = "It's a Secret to Everybody"
@@ -88,13 +89,13 @@ class FakeReceiver:
 class Server:
     """A real uvicorn serving ``create_app(receiver)`` in a thread, on a port of its own."""
 
-    def __init__(self, receiver: FakeReceiver):
+    def __init__(self, receiver: FakeReceiver, events: Events | None = None):
         self.receiver = receiver
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(create_app(receiver), log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(create_app(receiver, events), log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
@@ -485,6 +486,55 @@ def test_an_unknown_deployment_answers_as_a_wrong_signature_does(server, how):
     assert "nope" not in unknown.text
     assert DEPLOYMENT_FILE not in known.text and ".yaml" not in known.text
     assert server.receiver.pushes == []
+
+
+@pytest.mark.parametrize("path, how, why, deployment", [
+    ("/api/deployments/web/webhook", "wrong-secret", "wrong X-Hub-Signature-256 signature", "web"),
+    ("/api/deployments/web/webhook", "missing", "no X-Hub-Signature-256 signature", "web"),
+    ("/api/deployments/nope/webhook", "wrong-secret", "no deployment named 'nope'", None),
+    ("/webhook", "wrong-secret", "wrong X-Hub-Signature-256 signature", None),
+    ("/api/deployments/docs/webhook", "no-secret", "no webhook secret configured", "docs"),
+    ("/webhook", "not-json", "body is not JSON", None),
+])
+def test_each_refused_request_is_one_log_line_without_secrets(receiver, path, how, why, deployment):
+    events, lines = Events(), []
+    events.subscribe(lines.append)
+    running = Server(receiver, events)
+    try:
+        body = json.dumps(push_payload()).encode()
+        if how == "wrong-secret":
+            response = running.post(path, body=body, secret="not the secret", delivery="d-1")
+        elif how == "missing":
+            response = running.post(path, body=body, secret=None, delivery="d-1")
+        elif how == "no-secret":
+            response = running.post(path, body=body, secret=None, delivery="d-1")
+        else:
+            response = running.post(path, body=b"{not json", delivery="d-1")
+        accepted = running.post("/api/deployments/web/webhook", push_payload())  # logs nothing
+    finally:
+        running.stop()
+    assert response.status_code in (400, 401, 403) and accepted.status_code == 202
+    [line] = lines
+    assert isinstance(line, Warned) and line.deployment == deployment, line
+    assert line.message.startswith(f"refused POST {path} from 127.0.0.1 with {response.status_code}: "), line
+    assert why in line.message and line.message.endswith("(delivery d-1)"), line
+    sent = wh.sign("not the secret", body)
+    assert SECRET not in line.message and "not the secret" not in line.message and sent not in line.message
+    assert DEPLOYMENT_FILE not in line.message
+
+
+def test_a_refusal_line_stays_one_line_whatever_the_caller_sends(receiver):
+    events, lines = Events(), []
+    events.subscribe(lines.append)
+    running = Server(receiver, events)
+    try:
+        running.post("/api/deployments/x%0Aforged%20line/webhook", push_payload(), secret="wrong",
+                     delivery="a\tb" + "z" * 500)
+    finally:
+        running.stop()
+    [line] = lines
+    assert "\n" not in line.message and "\t" not in line.message and len(line.message) < 500, line.message
+    assert "named 'x\\nforged line'" in line.message, line.message
 
 
 def test_get_on_a_webhook_is_not_allowed(server):
