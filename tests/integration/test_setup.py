@@ -148,3 +148,28 @@ def test_nothing_deployable_is_a_failure_that_says_so(examples, stand_in):
     assert result.returncode == 1, text
     assert "setup: skipped hello-python: " in text
     assert "setup: nothing could be deployed here" in text
+
+
+def test_a_deployment_an_earlier_setup_applied_from_its_copies_is_taken_over(examples, stand_in):
+    # What setup did before image_fallbacks: a copy naming the stand-in, applied from the state dir.
+    p = examples
+    (p.deployments_dir / "hello-python.json").unlink()
+    build = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build-test-image.sh"), stand_in],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    assert build.returncode == 0, output(build)
+    overlay = p.state_dir / "setup" / "deployments.d"
+    overlay.mkdir(parents=True)
+    spec = (p.deployments_dir / "hello-static.yaml").read_text()
+    (overlay / "hello-static.yaml").write_text(spec.replace("image: busybox:1.36", f"image: {stand_in}"))
+    p.run("apply", env={"KALPANA_DEPLOYMENTS_DIR": str(overlay)})
+    assert "foreign" in p.run("plan").stdout  # the trap the old mechanism left
+
+    result = run_setup(p, "--fallback-tag", stand_in)
+    text = output(result)
+    assert result.returncode == 0, text
+    assert "setup: hello-static was deployed by an earlier setup from copies under " in text, text
+    assert not overlay.exists()
+    step = p.run_json("plan")["steps"][0]
+    assert (step["name"], step["action"]) == ("hello-static", "noop"), step
+    status, _ = p.http_get(int(dict(URL_LINE.findall(text))["hello-static"]))
+    assert status == 200
