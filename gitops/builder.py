@@ -21,16 +21,19 @@ from pathlib import Path
 from typing import Callable
 
 from gitops import labels as L
-from gitops.errors import BuildFailed
+from gitops.errors import BuildFailed, ImageMissing
 from gitops.runtime.protocol import Runtime
 from gitops.source import Revision
 from gitops.spec import BUILD_FIELDS, Desired
 
 
-def dockerfile_for(desired: Desired, has_source: bool, labels: dict[str, str]) -> str:
-    """The Dockerfile Kalpana generates when the deployment sets no ``dockerfile``."""
+def dockerfile_for(desired: Desired, has_source: bool, labels: dict[str, str], base: str | None = None) -> str:
+    """The Dockerfile Kalpana generates when the deployment sets no ``dockerfile``.
+
+    ``base`` is what FROM names when it differs from the declared image (an ``image_fallbacks`` entry).
+    """
     spec = desired.spec
-    lines = [f"FROM {desired.image}", f"WORKDIR {spec.working_dir}"]
+    lines = [f"FROM {base or desired.image}", f"WORKDIR {spec.working_dir}"]
     if has_source:
         lines.append(f"COPY src/ {spec.working_dir}/")
     if spec.build_command:
@@ -56,9 +59,10 @@ def image_labels(instance: str, desired: Desired, revision: Revision, build_id: 
 class Builder:
     """Turns a deployment at a revision into an image, streaming the build's output."""
 
-    def __init__(self, runtime: Runtime, instance: str):
+    def __init__(self, runtime: Runtime, instance: str, image_fallbacks: dict[str, str] | None = None):
         self.runtime = runtime
         self.instance = instance
+        self.image_fallbacks = dict(image_fallbacks or {})
 
     def build(self, desired: Desired, revision: Revision, build_id: str, on_line: Callable[[str], None]) -> str:
         """Build and tag the image; returns the tag. BuildFailed says what to fix."""
@@ -91,9 +95,9 @@ class Builder:
                 raise BuildFailed(f"{desired.file}: no base image to build on: set `image` (e.g. python:3.12-slim) "
                                   "in the deployment file, default_image in kalpana.yaml, or `dockerfile` to build "
                                   "the source's own Dockerfile")
-            self.runtime.ensure_image(desired.image, on_line)
+            base = self.base_image(desired.image, on_line)
             has_source = revision.path is not None
-            context = tar_context({"Dockerfile": dockerfile_for(desired, has_source, labels).encode()},
+            context = tar_context({"Dockerfile": dockerfile_for(desired, has_source, labels, base).encode()},
                                   {"src": revision.path} if has_source else {}, skip=revision.exclude)
             dockerfile = "Dockerfile"
         output = BuildOutput(on_line, hidden_step=label_line(labels))
@@ -104,6 +108,26 @@ class Builder:
             raise BuildFailed(failure_message(str(exc), output, name=desired.name, build_id=build_id,
                                               own_dockerfile=bool(dockerfile_path))) from None
         return tag
+
+    def base_image(self, declared: str, on_line: Callable[[str], None]) -> str:
+        """The image FROM names: ``declared`` made local (pulled), else its local ``image_fallbacks`` entry.
+
+        Only the build sees the fallback: the spec, its hash, the plan and the labels keep the declared
+        image, so the next build after a registry answers is on the real one. ImageMissing when neither
+        can be had (naming the fallback when one was set).
+        """
+        try:
+            self.runtime.ensure_image(declared, on_line)
+            return declared
+        except ImageMissing as missing:
+            fallback = self.image_fallbacks.get(declared)
+            if not fallback:
+                raise
+            if not self.runtime.image_exists(fallback):
+                raise ImageMissing(declared, missing.detail, fallback=fallback) from None
+            on_line(f"{declared} cannot be had here ({_short_reason(missing.detail)}): building on {fallback} "
+                    "(image_fallbacks in kalpana.yaml)")
+            return fallback
 
 
 # Docker's words for a RUN step that failed: the classic builder's, then BuildKit's.
@@ -200,6 +224,14 @@ def tar_context(files: dict[str, bytes], directories: dict[str, Path], exclude: 
             tar.add(str(path), arcname=arcname, filter=keep)
     buf.seek(0)
     return buf
+
+
+def _short_reason(detail: str) -> str:
+    # Docker's pull errors nest their causes ("Get ...: dial tcp: lookup ...: no such host"): the last is the point.
+    reason = detail.strip().rstrip(".").rsplit(": ", 1)[-1].strip()
+    if not reason:
+        return "not on this host, and the pull failed"
+    return reason if len(reason) <= 80 else reason[:77] + "..."
 
 
 def _excluded(name: str, exclude: tuple[str, ...]) -> bool:

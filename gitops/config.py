@@ -9,6 +9,7 @@ the Docker client honours ``DOCKER_HOST``.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,6 +46,8 @@ class Settings(BaseModel):
     instance: str = Field("default", pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$",
                           description="Labels carry it: two instances on one Docker host never touch each other.")
     default_image: str | None = Field(None, description="Base image for deployments that set no `image`.")
+    image_fallbacks: dict[str, str] = Field(default_factory=dict, description="Declared base image -> local image "
+                                            "to build on when the declared one is neither on the host nor pullable.")
     docker_host: str | None = Field(None, description="Docker address; defaults to DOCKER_HOST or the local socket.")
     lock_timeout: float = Field(300.0, ge=0, description="Seconds an apply waits for another one to finish.")
     stop_timeout: int = Field(10, ge=0, description="Seconds a container gets to stop before it is killed.")
@@ -80,6 +83,28 @@ class Settings(BaseModel):
         # From the environment the list comes as one string: "/srv/apps:/opt/shared" (or commas).
         if isinstance(value, str):
             return [part for part in value.replace(",", os.pathsep).split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("image_fallbacks", mode="before")
+    @classmethod
+    def _image_mapping(cls, value: Any) -> Any:
+        # From the environment the mapping comes as JSON: {"busybox:1.36": "kalpana-local/busybox:latest"}.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError('must be a JSON object such as {"busybox:1.36": "kalpana-local/busybox:latest"}') \
+                    from None
+        if value is None:  # `image_fallbacks:` with nothing under it
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping of declared base image -> local image, "
+                             "such as busybox:1.36: kalpana-local/busybox:latest")
+        for declared, fallback in value.items():
+            if not isinstance(declared, str) or not isinstance(fallback, str) or not declared.strip() \
+                    or not fallback.strip():
+                raise ValueError(f"{declared!r}: {fallback!r}: both sides must be image names, "
+                                 "such as busybox:1.36: kalpana-local/busybox:latest")
         return value
 
     @field_validator("publish_address")

@@ -70,7 +70,7 @@ class Engine:
         self.instance = settings.instance
         # Which files manage a container: two workspaces on one instance must not prune each other.
         self.workspace = str(settings.deployments_path)
-        self.builder = Builder(runtime, self.instance)
+        self.builder = Builder(runtime, self.instance, image_fallbacks=settings.image_fallbacks)
         self.housekeeping = Housekeeping(runtime, history, settings, self.events)
         self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
                                              log_tail=settings.log_tail, publish_address=settings.publish_address,

@@ -60,13 +60,15 @@ class DockerError(KalpanaError):
 class ImageMissing(KalpanaError):
     """A base image is neither local nor pullable."""
 
-    def __init__(self, image: str, detail: str = ""):
+    def __init__(self, image: str, detail: str = "", fallback: str | None = None):
         self.image = image
+        self.detail = detail
         super().__init__(
             f"base image {image!r} is not on this Docker host and could not be pulled"
             + (f" ({detail})" if detail else "")
             + f": run `docker pull {image}` where a registry is reachable (or `docker load` a saved copy),"
             " or set `image` in the deployment file to an image you have"
+            + (f"; the fallback {fallback} named in image_fallbacks is not on this host either" if fallback else "")
         )
 
 

@@ -8,8 +8,9 @@
 # (starting an installed dockerd; installing docker.io when root), then deploys the examples
 # (scripts/setup_examples.py): `kalpana apply`, and the URLs that serve. Base images the
 # examples need (busybox, python:3.12-slim) are pulled; where no registry answers, the
-# busybox example runs on a stand-in built here from Debian's busybox-static (said in one
-# line), and an example whose image cannot be had is reported as skipped, with the reason.
+# busybox example runs on a stand-in built here from Debian's busybox-static, named in
+# kalpana.yaml's image_fallbacks (said in one line), and an example whose image cannot be
+# had is reported as skipped, with the reason.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -42,6 +42,8 @@ ENV_VALUES = {
     "poll_interval": ("30", 30.0),
     "drift_interval": ("2.5", 2.5),
     "debounce": ("0.5", 0.5),
+    "image_fallbacks": ('{"busybox:1.36": "kalpana-local/busybox:latest"}',
+                        {"busybox:1.36": "kalpana-local/busybox:latest"}),
 }
 
 
@@ -205,6 +207,47 @@ def test_unknown_key_names_the_key(cwd: Path) -> None:
 def test_wrong_type_names_the_key(cwd: Path) -> None:
     write(cwd / "kalpana.yaml", "stop_timeout: later\n")
     with pytest.raises(ConfigError, match="stop_timeout"):
+        load_settings(None, environ={})
+
+
+def test_image_fallbacks_from_yaml(cwd: Path) -> None:
+    write(cwd / "kalpana.yaml", """\
+        image_fallbacks:
+          busybox:1.36: kalpana-local/busybox:latest
+          "python:3.12-slim": local/python
+        """)
+    assert load_settings(None, environ={}).image_fallbacks == {"busybox:1.36": "kalpana-local/busybox:latest",
+                                                              "python:3.12-slim": "local/python"}
+
+
+def test_image_fallbacks_default_to_none_and_an_empty_key_means_none(cwd: Path) -> None:
+    assert load_settings(None, environ={}).image_fallbacks == {}
+    write(cwd / "kalpana.yaml", "image_fallbacks:\n")
+    assert load_settings(None, environ={}).image_fallbacks == {}
+
+
+def test_image_fallbacks_env_replaces_the_yaml_mapping(cwd: Path) -> None:
+    write(cwd / "kalpana.yaml", "image_fallbacks: {a: b}\n")
+    s = load_settings(None, environ={"KALPANA_IMAGE_FALLBACKS": '{"c:1": "d"}'})
+    assert s.image_fallbacks == {"c:1": "d"}
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("busybox=local", "JSON object"),
+    ('["busybox"]', "mapping of declared base image"),
+    ('{"busybox:1.36": ""}', "both sides must be image names"),
+    ('{"busybox:1.36": 3}', "both sides must be image names"),
+])
+def test_bad_image_fallbacks_from_env_name_the_variable(cwd: Path, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"KALPANA_IMAGE_FALLBACKS": value})
+    assert str(info.value).startswith("KALPANA_IMAGE_FALLBACKS (environment): image_fallbacks: "), info.value
+    assert says in str(info.value)
+
+
+def test_bad_image_fallbacks_in_yaml_name_the_file(cwd: Path) -> None:
+    write(cwd / "kalpana.yaml", "image_fallbacks: [busybox]\n")
+    with pytest.raises(ConfigError, match=r"kalpana\.yaml: image_fallbacks: must be a mapping"):
         load_settings(None, environ={})
 
 
