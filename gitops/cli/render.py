@@ -305,10 +305,13 @@ def _fits(columns: list[_Column], rows: list[DeploymentStatus], width: int) -> b
 
     plain = {"URL": [r.url or "-" for r in rows], "BUILD": [r.build_id or "-" for r in rows],
              "UPTIME": [duration(r.uptime_seconds) for r in rows]}
-    kept = sum(max([len(c.header)] + [Text.from_markup(v).cell_len for v in plain.get(c.header, [])])
-               for c in columns if c.keep)
+    plain["DEPLOYMENT"] = [r.name for r in rows]
+    plain["STATE"] = [r.state.value for r in rows]
+    # Every column whole: a name split over two lines reads as two deployments.
+    need = sum(max([len(c.header)] + [Text.from_markup(v).cell_len for v in plain.get(c.header, [])])
+               for c in columns)
     gaps = 2 * (len(columns) - 1)
-    return kept + gaps + 2 * 8 <= width  # 8: "deployment" and "running" start to fold below that
+    return need + gaps <= width
 
 
 def _with_notes(table: Table, notes: list[tuple[str, str]]) -> RenderableType:

@@ -62,8 +62,16 @@ def test_status_fits_80_columns_with_urls_whole(rows):
 
 
 def test_status_shows_build_ids_whole_when_they_fit():
+    short = [r for r in ROWS if len(r.name) <= 12]
+    lines = render(status_table(short, width=WIDTH))
+    assert sum(BUILD_ID in line for line in lines) == len(short), "\n".join(lines)
+
+
+def test_status_keeps_a_long_name_whole_and_drops_the_build_column_instead():
     lines = render(status_table(ROWS, width=WIDTH))
-    assert sum(BUILD_ID in line for line in lines) == len(ROWS), "\n".join(lines)
+    assert_fits(lines)
+    assert any("a-rather-long-deployment-name" in line for line in lines), "\n".join(lines)
+    assert "BUILD" not in lines[0] and BUILD_ID not in lines[1], "the build id is --wide detail when space is short"
 
 
 def test_status_notes_keep_the_remedy_readable():
