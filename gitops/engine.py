@@ -267,8 +267,13 @@ class Engine:
             changes = [f"{s.name} {s.action.value} ({s.reason})" for s in plan.changes]
             self.events.emit(Planned(None, "; ".join(changes) if changes else "nothing to change",
                                      changes=len(changes)))
+            # --force returns to the files, not over the operator's `stop` (`deploy` and `start` lift that).
+            held = self.history.stopped() if force else set()
             for step in plan.steps:
-                if force and step.desired and step.action in (Action.NOOP, Action.START, Action.REDEPLOY) \
+                if force and step.name in held and step.action is Action.NOOP:
+                    self.events.emit(Warned(step.name, "stopped by the operator: --force leaves it stopped "
+                                            "(`kalpana start` resumes it)"))
+                elif force and step.desired and step.action in (Action.NOOP, Action.START, Action.REDEPLOY) \
                         and step.desired.spec.enabled:
                     step = Step(step.name, Action.REBUILD, "deploy requested by the operator", step.desired,
                                 step.container, None, step.revision)

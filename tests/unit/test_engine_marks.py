@@ -150,3 +150,18 @@ def test_rolling_back_onto_the_files_build_ends_the_mark(project, runtime):
     assert container.image == second.image and L.ROLLED_BACK_FROM not in container.labels
     plan, _ = project.engine.plan()
     assert [(s.action, s.reason) for s in plan.steps] == [(Action.NOOP, "up to date")]
+
+
+def test_apply_force_leaves_a_deployment_the_operator_stopped_stopped(project, runtime):
+    project.deployed()
+    runtime.allow("observe", "stop", "load_sdk")
+    project.engine.stop("web")
+    warnings = []
+    project.engine.events.subscribe(lambda e: warnings.append(e.message) if type(e).__name__ == "Warned" else None)
+    runtime.allow("observe", "load_sdk")  # a build, create or start would be rejected
+
+    result = project.engine.apply(force=True)
+
+    assert result.ok and result.outcomes == []
+    assert not runtime.by_name(NAME).running
+    assert any("--force leaves it stopped" in w for w in warnings), warnings
