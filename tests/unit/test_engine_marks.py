@@ -163,5 +163,5 @@ def test_apply_force_leaves_a_deployment_the_operator_stopped_stopped(project, r
     result = project.engine.apply(force=True)
 
     assert result.ok and result.outcomes == []
-    assert not runtime.by_name(NAME).running
+    assert runtime.by_name(NAME).state != "running"
     assert any("--force leaves it stopped" in w for w in warnings), warnings
