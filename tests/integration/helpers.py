@@ -41,6 +41,16 @@ def deploy_web(project, name: str, content: str = "v1", **overrides: Any) -> int
     return port
 
 
+def deploy_two_versions(project, name: str) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """Deploy ``name`` serving v1, then v2 (a source change): its host port and both build records."""
+    port = deploy_web(project, name, "v1")
+    v1 = builds(project, name)[0]
+    project.write_app(name, {"index.html": "v2"})
+    project.run("apply")
+    assert get(project, port) == "v2"
+    return port, v1, builds(project, name)[0]
+
+
 def status_row(project, name: str) -> dict[str, Any]:
     """The row of ``kalpana status --json`` for ``name``."""
     rows = project.run_json("status")["deployments"]

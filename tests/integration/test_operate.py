@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .helpers import (HTTPD, builds, deploy_web, get, host_port, image_tags, only_container, output, plan_steps,
+from .helpers import (HTTPD, builds, deploy_two_versions, deploy_web, get, host_port, image_tags, only_container, output, plan_steps,
                       web_spec)
 
 
@@ -33,12 +33,7 @@ def test_stop_keeps_it_stopped_across_apply_until_start(kalpana_project):
 
 def test_rollback_runs_the_previous_image_and_sticks(kalpana_project):
     p = kalpana_project
-    port = deploy_web(p, "rolly", "v1")
-    v1 = builds(p, "rolly")[0]
-    p.write_app("rolly", {"index.html": "v2"})
-    p.run("apply")
-    assert get(p, port) == "v2"
-    v2 = builds(p, "rolly")[0]
+    port, v1, v2 = deploy_two_versions(p, "rolly")
     assert v2["image"] != v1["image"]
     tags = image_tags(p, "rolly")
 

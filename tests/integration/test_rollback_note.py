@@ -3,17 +3,12 @@ than the files declare, and `apply --force` (or a new change) returns to the fil
 
 from __future__ import annotations
 
-from .helpers import builds, deploy_web, get, host_port, plan_steps, status_row
+from .helpers import builds, deploy_two_versions, deploy_web, get, host_port, plan_steps, status_row
 
 
 def test_rollback_is_noted_until_apply_force_returns_to_the_files(kalpana_project):
     p = kalpana_project
-    port = deploy_web(p, "rolled", "v1")
-    v1 = builds(p, "rolled")[0]
-    p.write_app("rolled", {"index.html": "v2"})
-    p.run("apply")
-    assert get(p, port) == "v2"
-    v2 = builds(p, "rolled")[0]
+    port, v1, v2 = deploy_two_versions(p, "rolled")
     assert status_row(p, "rolled")["rolled_back_to"] is None
 
     p.run("rollback", "rolled")
