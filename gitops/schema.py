@@ -32,7 +32,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from gitops.spec import DNS_LABEL, Deployment, HealthCheck, HealthKind, Resources, SourceSpec, spellings
+from gitops.spec import Deployment, HealthCheck, HealthKind, Resources, SourceSpec, spellings
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TITLE = "Kalpana deployment"

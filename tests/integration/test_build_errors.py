@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gitops.labels import BUILD_ID, PREFIX
 
-from .helpers import builds, deploy_web, image_tags, output, web_spec
+from .helpers import builds, image_tags, output, web_spec
 
 
 def test_a_failing_build_command_says_it_exited_with_its_code_and_where_the_log_is(kalpana_project):

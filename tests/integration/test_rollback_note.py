@@ -3,7 +3,7 @@ than the files declare, and `apply --force` (or a new change) returns to the fil
 
 from __future__ import annotations
 
-from .helpers import builds, deploy_two_versions, deploy_web, get, host_port, plan_steps, status_row
+from .helpers import deploy_two_versions, deploy_web, get, host_port, plan_steps, status_row
 
 
 def test_rollback_is_noted_until_apply_force_returns_to_the_files(kalpana_project):
