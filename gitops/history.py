@@ -381,6 +381,15 @@ class History:
                     best = (doc_id, record)
         return self._build(best[1]) if best else None
 
+    def by_ids(self, build_ids: Collection[str]) -> dict[str, Build]:
+        """The builds with these exact ids (those recorded), in one read of the database."""
+        wanted = set(build_ids)
+        if not wanted:
+            return {}
+        with self._db() as db:
+            raw = self._raw(db)
+        return {record["id"]: self._build(record) for record in raw.values() if record.get("id") in wanted}
+
     def latest_per_deployment(self) -> dict[str, Build]:
         """The newest build of every deployment that has one: what ``status`` shows.
 
