@@ -472,7 +472,7 @@
     card.current.hidden = !running;
     if (running) {
       const phase = stream?.phase ? `: ${stream.phase}` : "";
-      card.currentText.textContent = `Build ${short(current.id, 12)} ${current.status || "running"}${phase}`;
+      card.currentText.textContent = `Build ${current.id} ${current.status || "running"}${phase}`;
     }
   }
 
@@ -505,22 +505,22 @@
       card.tableWrap.replaceChildren(h("p", { class: "muted" }, "No builds yet."));
       return;
     }
-    const head = ["Build", "Status", "Trigger", "Commit", "Message", "Started", "Duration", "Logs"];
+    // The build id is the button that opens its log: one column less at phone width.
+    const head = [["Build", h("span", { class: "offscreen" }, " (opens its log)")], "Status", "Trigger", "Commit", "Message", "Started", "Duration"];
     const rows = card.builds.map((b) => h("tr", {},
-      h("td", {}, h("code", { title: b.id }, short(b.id, 12))),
+      h("td", {}, h("button", {
+        type: "button", class: "link build-id", "aria-label": `Show the log of build ${b.id}`,
+        onclick: () => showLog(follow(b.id, card.name).id),
+      }, ...breakable(b.id))),
       h("td", {}, badge(BUILD_STATUSES[b.status], b.status || "?")),
       h("td", { class: "opt" }, b.trigger || "—"),
-      h("td", {}, b.commit ? h("code", { title: b.commit }, short(b.commit, 7)) : "—"),
+      h("td", { class: "opt2" }, b.commit ? h("code", { title: b.commit }, short(b.commit, 7)) : "—"),
       h("td", { class: "opt msg" }, firstLine(b.commit_message || "")),
       h("td", { class: "opt" }, b.created_at ? h("time", { datetime: b.created_at, title: new Date(b.created_at).toLocaleString() }, ago(b.created_at)) : "—"),
-      h("td", {}, duration(b.duration_seconds)),
-      h("td", {}, h("button", {
-        type: "button", class: "small", "aria-label": `Show the log of build ${b.id}`,
-        onclick: () => showLog(follow(b.id, card.name).id),
-      }, "Log"))));
+      h("td", {}, duration(b.duration_seconds))));
     card.tableWrap.replaceChildren(h("table", {},
       h("caption", { class: "offscreen" }, `Builds of ${card.name}, newest first`),
-      h("thead", {}, h("tr", {}, head.map((t, i) => h("th", { scope: "col", class: [4, 5, 2].includes(i) ? "opt" : null }, t)))),
+      h("thead", {}, h("tr", {}, head.map((t, i) => h("th", { scope: "col", class: [2, 4, 5].includes(i) ? "opt" : i === 3 ? "opt2" : null }, t)))),
       h("tbody", {}, rows)));
   }
 
@@ -551,7 +551,7 @@
   function renderPanelHead() {
     const stream = state.streams.get(state.shown);
     if (!stream) return;
-    $("log-title").textContent = `Log of ${stream.deployment}, build ${short(stream.id, 12)}`;
+    $("log-title").textContent = `Log of ${stream.deployment}, build ${stream.id}`;
     const status = stream.end ? stream.end.status || "ENDED" : stream.problem ? "DISCONNECTED" : "BUILDING";
     const look = BUILD_STATUSES[status] || ["warn", "⚠"];
     setBadge($("log-status"), look, status, "Build status: ");
@@ -657,6 +657,13 @@
     } catch (_) {
       return null;
     }
+  }
+
+  // Build ids are "YYYYmmdd-HHMMSS-xxxx": let a narrow table cell break after the date.
+  function breakable(id) {
+    const text = String(id ?? "");
+    const at = text.indexOf("-");
+    return at < 0 ? [text] : [text.slice(0, at + 1), h("wbr"), text.slice(at + 1)];
   }
 
   const short = (text, n) => String(text ?? "").slice(0, n);
