@@ -148,6 +148,15 @@ class Engine:
                 raise KalpanaError(f"{name} has no builds yet: `kalpana apply` or `kalpana deploy {name}` makes one")
         return build, self.history.logs(build.id)
 
+    def build(self, build_id: str) -> Build:
+        """One build record by id (or unique prefix), whichever deployment it belongs to."""
+        from gitops.build_logs import BuildNotFound
+
+        build = self.history.get(build_id)
+        if build is None:
+            raise BuildNotFound(f"no build {build_id!r}: `kalpana builds NAME` lists a deployment's builds")
+        return build
+
     def app_logs(self, name: str, tail: int | str = 200) -> str:
         """The last ``tail`` lines the running app wrote, its env values masked like build logs."""
         container, masker = self._container_of(name)
