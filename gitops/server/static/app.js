@@ -565,7 +565,8 @@
   function appendLine(kind, text) {
     const log = $("log");
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 30;
-    log.append(h("span", { class: `line ${kind}` }, text));
+    // Inline spans ending in "\n": copying from the view gives the log's own lines back.
+    log.append(h("span", { class: `line ${kind}` }, `${text}\n`));
     while (log.childElementCount > MAX_LINES) log.firstElementChild.remove();
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
