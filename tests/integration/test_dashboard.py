@@ -139,3 +139,27 @@ def test_deploy_click_streams_the_build_log_to_success(kalpana_project, start_da
         assert script_errors == [], script_errors
     finally:
         context.close()
+
+
+def test_the_page_and_its_assets_are_served_from_the_package_with_nothing_from_outside():
+    """Offline: every asset comes from this app; `/` and `/static` stay out of the API's schema."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from gitops.server import dashboard
+
+    app = FastAPI()
+    dashboard.mount(app)
+    client = TestClient(app)
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page.headers
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sorted(assets) == ["/static/app.css", "/static/app.js", "data:,"], assets
+    for path, kind in (("/static/app.js", "javascript"), ("/static/app.css", "text/css")):
+        answer = client.get(path)
+        assert answer.status_code == 200 and kind in answer.headers["content-type"], (path, answer.headers)
+        assert answer.headers["cache-control"] == "no-cache", (path, answer.headers)
+        # No CDN, font or script from elsewhere: an absolute URL in an asset would be fetched from outside.
+        assert not re.search(r"https?://|url\(", answer.text), path
+    assert client.get("/static/missing.js").status_code == 404
+    assert not [route for route in app.openapi()["paths"] if route == "/" or route.startswith("/static")]
