@@ -29,7 +29,7 @@ from gitops.server.schemas import (BuildPage, Build, Deleted, Deployment, Deploy
 
 NAME = Path(..., description="The deployment's name.", max_length=200)
 WAIT_SECONDS = 120.0  # how long start and delete wait for the run they queue before answering `done: false`
-ERRORS = {code: {"model": Problem} for code in (401, 403, 404, 409, 422, 503)}
+ERRORS = {code: {"model": Problem} for code in (400, 401, 403, 404, 409, 422, 503)}  # 400: a body that is not JSON
 STREAM = {"content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
           "description": "Server-Sent Events: build, log, phase, then end (the final build record)."}
 CREATE_EXAMPLE = {"name": "my-app", "description": "My application", "buildCommand": "npm run build",
@@ -126,7 +126,6 @@ def router(backend: Backend) -> APIRouter:
         return Build.of(await call(engine.build, build_id))
 
     @api.get("/builds/{build_id}/logs", summary="A build's log: text, or an SSE stream that follows it",
-             response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}},
                                           sse.MEDIA_TYPE: {"schema": {"type": "string"}}}}})
     async def build_logs(request: Request, build_id: str = Path(..., max_length=200)) -> Response:
