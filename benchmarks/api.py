@@ -242,8 +242,8 @@ def main() -> int:
     finally:
         if daemon is not None:
             daemon.terminate()
-        removed = remove_kalpana_instance(client, project.instance)
-        log(f"cleanup: removed {len(removed)} Docker objects")
+        failures = remove_kalpana_instance(client, project.instance)
+        log("cleanup: done" if not failures else "cleanup failures:\n  " + "\n  ".join(failures))
         project.close()
         if pycache is not None:
             import shutil
