@@ -23,8 +23,8 @@ from typing import Any
 
 from gitops.events import Event, LogLine, PhaseEntered
 
-KEEP_FINISHED = 50  # finished channels kept for late readers (older ones replay from the stored log)
-MAX_BUFFER_BYTES = 5_000_000  # one channel's replay buffer; beyond it the oldest lines go (the stored log has them)
+KEEP_FINISHED = 10  # finished channels kept for late readers (older ones replay from the stored log)
+MAX_BUFFER_BYTES = 1_000_000  # one channel's replay buffer; beyond it the oldest lines go (the stored log has them)
 
 
 @dataclass(frozen=True)

@@ -223,3 +223,21 @@ def test_delete_removes_the_file_and_knows_the_names(tmp_path: Path) -> None:
     with pytest.raises(UnknownDeployment, match="known deployments: web"):
         delete(settings, "nope")
     assert delete(settings, "web") == path.resolve() and not path.exists()
+
+
+def test_a_build_run_elsewhere_is_followed_through_its_stored_log() -> None:
+    from gitops.server.broadcast import poll_stored
+
+    reads = iter([("==> building\none\ntw", None), ("==> building\none\ntwo\n", None),
+                  ("==> building\none\ntwo\nthree\n", {"id": "b1", "status": "SUCCESS"})])
+
+    async def run() -> list[tuple[str, str]]:
+        got = []
+        async for m in poll_stored(lambda: next(reads), "b1", interval=0):
+            if m is not None:
+                got.append((m.kind, m.data.get("line") or m.data.get("phase") or m.data.get("status")))
+        return got
+
+    # A line still being written ("tw") is sent once whole, and only once.
+    assert asyncio.run(run()) == [("phase", "building"), ("log", "one"), ("log", "two"), ("log", "three"),
+                                  ("end", "SUCCESS")]
