@@ -84,7 +84,8 @@ class Daemon:
         check_listen(self.settings.listen, self.settings.api_token)
         engine = Engine(self.settings, self.runtime, self.history, self.events)
         self.operations = Operations(engine, self.history, self.work,
-                                     token=lambda: self.triggers.settings.api_token, reload=self.triggers.reload)
+                                     token=lambda: self.triggers.settings.api_token, reload=self.triggers.reload,
+                                     known=self.triggers.known)
         self.operations.subscribe(self.events)
         self._server = Server(create_app(self.triggers, self.operations), self.settings.listen)
         self._server.start()

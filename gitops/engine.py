@@ -289,6 +289,10 @@ class Engine:
                fetch: bool, heal: bool, fetch_config: bool) -> ApplyResult:
         forced = (lambda name: bool(force)) if isinstance(force, bool) else (lambda name: name in force)
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
+            if not isinstance(force, bool) and force:
+                # Deploying a deployment by name means "run this", as `deploy` does: an operator's stop ends.
+                for name in self.history.stopped() & set(force):
+                    self.history.set_stopped(name, False)
             unfetched: list[str] = []
             # Under the lock: another run must never read a half-reset checkout.
             if fetch_config and self.fetch_config() is None and self.settings.repo is not None:

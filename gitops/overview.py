@@ -41,12 +41,13 @@ class DeploymentView:
 def overview(load: LoadResult, runtime: Runtime, history: History, settings: Settings,
              only: str | None = None) -> list[DeploymentView]:
     """Every declared deployment (and leftover container), or only the one named ``only``."""
-    rows = report(load, runtime, history, settings.instance, settings.publish_address)
+    snapshot = history.snapshot()  # one parse of the history for every question below
+    rows = report(load, runtime, snapshot, settings.instance, settings.publish_address, with_uptime=False)
     if only is not None:
         rows = [row for row in rows if row.name == only]
-    latest = history.latest_per_deployment()
-    running = history.by_ids({row.build_id for row in rows if row.build_id})
-    ports = history.assigned_ports()
+    latest = snapshot.latest_per_deployment()
+    running = snapshot.by_ids({row.build_id for row in rows if row.build_id})
+    ports = snapshot.assigned_ports()
     base = (settings.public_url or f"http://{settings.listen}").rstrip("/")
     views = []
     for row in rows:

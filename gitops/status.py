@@ -8,7 +8,7 @@ from enum import Enum
 
 from gitops import routing
 from gitops.build import BuildStatus
-from gitops.history import History
+from gitops.history import History, Snapshot
 from gitops.loader import LoadResult
 from gitops.runtime.protocol import Runtime
 
@@ -45,9 +45,12 @@ class DeploymentStatus:
         return data
 
 
-def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
-           publish_address: str = routing.ANY_ADDRESS) -> list[DeploymentStatus]:
-    """Status of every declared deployment plus any container no file declares any more."""
+def report(load: LoadResult, runtime: Runtime, history: History | Snapshot, instance: str,
+           publish_address: str = routing.ANY_ADDRESS, *, with_uptime: bool = True) -> list[DeploymentStatus]:
+    """Status of every declared deployment plus any container no file declares any more.
+
+    ``with_uptime`` False skips one inspect per running container (the API does not show it).
+    """
     observed = runtime.observe(instance)
     stopped = history.stopped()
     latest_of = history.latest_per_deployment()  # one read of the database, one Build per deployment
@@ -92,7 +95,7 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
                 what = "`kalpana apply` repairs it"
             detail = f"build {latest.id} was interrupted (its process is gone); {what}"
         uptime = None
-        if container and container.running:
+        if with_uptime and container and container.running:
             started = runtime.started_at(container.id)
             if started:
                 uptime = round((datetime.now(timezone.utc) - started).total_seconds(), 1)

@@ -129,8 +129,11 @@ def router(backend: Backend) -> APIRouter:
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}},
                                           sse.MEDIA_TYPE: {"schema": {"type": "string"}}}}})
     async def build_logs(request: Request, build_id: str = Path(..., max_length=200)) -> Response:
+        wants_stream = sse.wants_stream(request.headers.get("accept"))
+        if wants_stream and backend.streams.known(build_id):
+            return stream(follow(backend, build_id))  # 50 followers of one build: no history read each
         build = await call(engine.build, build_id)
-        if not sse.wants_stream(request.headers.get("accept")):
+        if not wants_stream:
             return PlainTextResponse(await call(backend.history.logs, build.id))
         return stream(follow(backend, build.id))
 

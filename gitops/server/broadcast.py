@@ -101,6 +101,11 @@ class BuildStreams:
             channel = self._channels.get(build_id)
             return len(channel.waiters) if channel else 0
 
+    def followers(self) -> int:
+        """How many clients follow any build now."""
+        with self._lock:
+            return sum(len(channel.waiters) for channel in self._channels.values())
+
     def _add(self, build_id: str, deployment: str | None, message: Message) -> None:
         with self._lock:
             channel = self._channels.get(build_id)

@@ -24,7 +24,8 @@ _BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 class Metrics:
     """The daemon's Prometheus metrics; ``queue_depth`` and ``states`` are read at each scrape."""
 
-    def __init__(self, queue_depth: Callable[[], int], states: Callable[[], Iterable[str]]):
+    def __init__(self, queue_depth: Callable[[], int], states: Callable[[], Iterable[str]],
+                 followers: Callable[[], int] = lambda: 0):
         self.registry = CollectorRegistry()
         self.builds = Counter("kalpana_builds", "Builds that ended, by status", ["status"], registry=self.registry)
         self.build_seconds = Histogram("kalpana_build_duration_seconds", "Time spent building images",
@@ -34,7 +35,7 @@ class Metrics:
                                         buckets=_BUCKETS, registry=self.registry)
         self.deliveries = Counter("kalpana_webhook_deliveries", "Webhook deliveries, by outcome", ["outcome"],
                                   registry=self.registry)
-        self.registry.register(_Scraped(queue_depth, states))
+        self.registry.register(_Scraped(queue_depth, states, followers))
 
     def build_ended(self, build: Build) -> None:
         """Count a build that ended here, with its durations."""
@@ -56,9 +57,11 @@ class Metrics:
 class _Scraped:
     """Gauges computed at scrape time."""
 
-    def __init__(self, queue_depth: Callable[[], int], states: Callable[[], Iterable[str]]):
+    def __init__(self, queue_depth: Callable[[], int], states: Callable[[], Iterable[str]],
+                 followers: Callable[[], int]):
         self._depth = queue_depth
         self._states = states
+        self._followers = followers
 
     def describe(self):
         return []  # computed at collect time; registering must not call the daemon
@@ -67,6 +70,9 @@ class _Scraped:
         depth = GaugeMetricFamily("kalpana_queue_depth", "Jobs running or waiting in the work queue")
         depth.add_metric([], self._depth())
         yield depth
+        followers = GaugeMetricFamily("kalpana_log_stream_clients", "Clients following a build's log stream now")
+        followers.add_metric([], self._followers())
+        yield followers
         by_state = GaugeMetricFamily("kalpana_deployments", "Deployments, by state", labels=["state"])
         try:
             counts = Tally(self._states())

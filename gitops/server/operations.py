@@ -32,14 +32,17 @@ class Operations:
     """The daemon behind the API (``api.Backend``)."""
 
     def __init__(self, engine: Engine, history: History, work: WorkQueue, *,
-                 token: Callable[[], str | None], reload: Callable[[], object]):
+                 token: Callable[[], str | None], reload: Callable[[], object],
+                 known: Callable[[str], bool] = lambda name: False):
         self.engine = engine
         self.history = history
         self.work = work
         self.streams = BuildStreams()
-        self.metrics = Metrics(queue_depth=self._depth, states=lambda: [r.state.value for r in engine.status()])
+        self.metrics = Metrics(queue_depth=self._depth, states=lambda: [r.state.value for r in engine.status()],
+                               followers=self.streams.followers)
         self._token = token
         self._reload = reload
+        self._known = known  # the daemon's view of the files (kept current by its file watcher): no load per request
         self._lock = threading.Lock()
         self._waiting: dict[str, str] = {}  # deployment -> its reserved build, while its job waits
 
@@ -58,14 +61,15 @@ class Operations:
 
         A deploy asked while another waits for the same deployment joins it: one build, one id.
         """
-        self.engine.desired(name)  # UnknownDeployment (listing the known ones) before anything is queued
+        if not self._known(name):
+            self.engine.desired(name)  # UnknownDeployment (listing the known ones) before anything is queued
         with self._lock:
             waiting = self._waiting.get(name)
             if waiting is not None:
                 build = self.history.get(waiting)
                 if build is not None and build.status is BuildStatus.PENDING:
                     return build
-            self.history.set_stopped(name, False)  # a deploy means "run this", as `kalpana deploy` does
+            # The worker's apply clears an operator's stop of a forced deployment, as `kalpana deploy` does.
             build = self.history.new_build(name, Trigger.MANUAL, "deploy", reason="deploy requested over the API")
             self.streams.open(build.id, name)
             self._waiting[name] = build.id

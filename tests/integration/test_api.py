@@ -146,10 +146,27 @@ def test_stop_start_delete(kalpana_project, api_daemon):
                        timeout=120, what="web running")
     build_id = shown["current_build"]["id"]
 
+    # A client that leaves a deploy's stream costs nothing: the daemon forgets it, the build goes on.
+    with api.http.stream("POST", "/api/deployments/web/deploy", headers={"Accept": "text/event-stream"}) as answer:
+        first = next(answer.iter_text())
+    left_build = parse(first)[0][1]["build"]
+    wait_until(lambda: "kalpana_log_stream_clients 0.0" in httpx.get(f"{api.base}/metrics").text,
+               timeout=30, what="the stream's client forgotten")
+    wait_until(lambda: api.get(f"/api/builds/{left_build}").json()["status"] == "SUCCESS", timeout=120,
+               what="the deploy whose client left finishing")
+
     stopped = api.post("/api/deployments/web/stop")
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["deployment"]["state"] == "stopped"
     assert not p.container("web").attrs["State"]["Running"]
+
+    # A deploy means "run this": it ends the operator's stop, as `kalpana deploy` does.
+    queued = api.post("/api/deployments/web/deploy", headers={"Accept": "application/json"})
+    assert queued.status_code == 202, queued.text
+    wait_until(lambda: api.get(f"/api/builds/{queued.json()['build']}").json()["status"] == "SUCCESS",
+               timeout=120, what="the deploy of the stopped deployment")
+    assert api.deployment("web")["state"] == "running"
+    assert api.post("/api/deployments/web/stop").json()["deployment"]["state"] == "stopped"
 
     started = api.post("/api/deployments/web/start")
     assert started.status_code == 200, started.text

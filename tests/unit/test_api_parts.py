@@ -241,3 +241,18 @@ def test_a_build_run_elsewhere_is_followed_through_its_stored_log() -> None:
     # A line still being written ("tw") is sent once whole, and only once.
     assert asyncio.run(run()) == [("phase", "building"), ("log", "one"), ("log", "two"), ("log", "three"),
                                   ("end", "SUCCESS")]
+
+
+def test_a_history_snapshot_answers_as_the_history_does(tmp_path: Path) -> None:
+    from gitops.history import History
+
+    history = History(tmp_path)
+    ids = [history.new_build(name, Trigger.MANUAL, "deploy").id for name in ("a", "b", "a")]
+    history.set_stopped("b", True)
+    history.assign_port("a", 8081)
+    snapshot = history.snapshot()
+    assert {n: b.id for n, b in snapshot.latest_per_deployment().items()} == \
+        {n: b.id for n, b in history.latest_per_deployment().items()} == {"a": ids[2], "b": ids[1]}
+    assert snapshot.stopped() == history.stopped() == {"b"}
+    assert snapshot.assigned_ports() == history.assigned_ports() == {"a": 8081}
+    assert set(snapshot.by_ids([ids[0], "nope"])) == set(history.by_ids([ids[0], "nope"])) == {ids[0]}
