@@ -94,7 +94,8 @@ def router(backend: Backend) -> APIRouter:
 
     def authorized(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         denied = auth.check(backend.token(), request.headers.get("authorization"),
-                            request.client.host if request.client else None)
+                            request.client.host if request.client else None,
+                            forwarded=any(h in request.headers for h in auth.FORWARDING_HEADERS))
         if denied is not None:
             raise ApiError(401 if denied is not auth.Denied.NOT_LOOPBACK else 403, denied.message())
 

@@ -15,6 +15,7 @@ from gitops.errors import ConfigError
 
 SCHEME = "Bearer"
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")  # what reverse proxies add
 
 
 class Denied(str, Enum):
@@ -52,10 +53,15 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
-def check(token: str | None, authorization: str | None, client_host: str | None) -> Denied | None:
-    """Why a request with this Authorization header from ``client_host`` is refused; None to let it pass."""
+def check(token: str | None, authorization: str | None, client_host: str | None,
+          forwarded: bool = False) -> Denied | None:
+    """Why a request with this Authorization header from ``client_host`` is refused; None to let it pass.
+
+    ``forwarded``: the request names another client (X-Forwarded-For, Forwarded): a proxy on this
+    host relayed it, so loopback says nothing about who sent it.
+    """
     if not token:
-        return None if is_loopback(client_host) else Denied.NOT_LOOPBACK
+        return None if is_loopback(client_host) and not forwarded else Denied.NOT_LOOPBACK
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != SCHEME.lower() or not given.strip():
         return Denied.MISSING

@@ -39,6 +39,11 @@ def test_token_check(token, header, client, expected) -> None:
     assert auth.check(token, header, client) is expected
 
 
+def test_a_proxied_request_is_not_a_loopback_one() -> None:
+    assert auth.check(None, None, "127.0.0.1", forwarded=True) is auth.Denied.NOT_LOOPBACK
+    assert auth.check("s3", "Bearer s3", "127.0.0.1", forwarded=True) is None
+
+
 @pytest.mark.parametrize("listen", ["0.0.0.0:9000", "[::]:9000", ":9000", "192.168.1.2:80", "example.com:9000"])
 def test_a_public_listen_needs_a_token(listen: str) -> None:
     with pytest.raises(ConfigError, match="api_token"):
