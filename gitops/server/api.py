@@ -23,7 +23,7 @@ from gitops.engine import Engine
 from gitops.errors import DockerUnavailable, KalpanaError, LockTimeout, UnknownDeployment
 from gitops.history import History
 from gitops.server import auth, sse
-from gitops.server.broadcast import BuildStreams, Message, poll_stored
+from gitops.server.broadcast import BuildStreams, Message, poll_stored, stored_head
 from gitops.server.schemas import (BuildPage, Build, Deleted, Deployment, DeploymentList, Operated, Problem,
                                    Queued, build_json)
 
@@ -197,7 +197,10 @@ def page(records: list[CoreBuild], limit: int, before: str | None, name: str) ->
 async def follow(backend: Backend, build_id: str) -> AsyncIterator[Message | None]:
     """A build's messages: from this daemon's channel when it has one, else from the stored log."""
     if backend.streams.known(build_id):
-        async for message in backend.streams.follow(build_id):
+        def head(count: int) -> list[Message] | None:
+            return stored_head(backend.history.logs(build_id), count, build_id)
+
+        async for message in backend.streams.follow(build_id, head=head):
             yield message
         return
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from gitops.events import Event, LogLine, PhaseEntered
 
+PHASE_PREFIX = "==> "
+CUT_PREFIX = "[... kalpana: "  # build_logs' marker where a capped log was cut
 KEEP_FINISHED = 10  # finished channels kept for late readers (older ones replay from the stored log)
 MAX_BUFFER_BYTES = 1_000_000  # one channel's replay buffer; beyond it the oldest lines go (the stored log has them)
 
@@ -131,10 +133,13 @@ class BuildStreams:
 
     # -- a client's side (asyncio) ---------------------------------------
 
-    async def follow(self, build_id: str, keepalive: float = 15.0) -> AsyncIterator[Message | None]:
+    async def follow(self, build_id: str, keepalive: float = 15.0,
+                     head: Callable[[int], list[Message] | None] | None = None) -> AsyncIterator[Message | None]:
         """Every message of ``build_id`` from the first, then live ones, until its end; None is a keep-alive.
 
-        The channel must exist (``known``). A cancelled iteration (the client left) unregisters at once.
+        The channel must exist (``known``). When its buffer has dropped its first messages, ``head(n)``
+        (called on a thread) gives the first ``n`` from elsewhere (the stored log), or None when it
+        cannot (a line then says where they are). A cancelled iteration (the client left) unregisters at once.
         """
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
@@ -155,8 +160,10 @@ class BuildStreams:
                     position = channel.dropped + len(channel.messages)
                     done = channel.finished
                 if skipped:
-                    yield Message("log", {"line": f"[... {skipped} earlier lines are in the stored log ...]",
-                                          "build": build_id})
+                    earlier = await asyncio.to_thread(head, skipped) if head is not None else None
+                    for message in earlier or [Message("log", {
+                            "line": f"[... {skipped} earlier lines are in the stored log ...]", "build": build_id})]:
+                        yield message
                 for message in batch:
                     yield message
                 if done:
@@ -184,9 +191,7 @@ async def poll_stored(read: Callable[[], tuple[str, dict[str, Any] | None]], bui
         if final is None and text and not text.endswith("\n"):
             lines = lines[:-1]  # a line still being written: sent once it is whole
         for line in lines[sent:]:
-            yield Message("phase" if line.startswith("==> ") else "log",
-                          {"phase": line[4:], "build": build_id} if line.startswith("==> ")
-                          else {"line": line, "build": build_id})
+            yield stored_message(line, build_id)
         if len(lines) > sent:
             quiet_since = time.monotonic()
         sent = max(sent, len(lines))
@@ -197,3 +202,22 @@ async def poll_stored(read: Callable[[], tuple[str, dict[str, Any] | None]], bui
             quiet_since = time.monotonic()
             yield None
         await asyncio.sleep(interval)
+
+
+def stored_message(line: str, build_id: str) -> Message:
+    """The stream message of one stored log line (the engine stores a phase as ``==> <phase>``)."""
+    if line.startswith(PHASE_PREFIX):
+        return Message("phase", {"phase": line[len(PHASE_PREFIX):], "build": build_id})
+    return Message("log", {"line": line, "build": build_id})
+
+
+def stored_head(text: str, count: int, build_id: str) -> list[Message] | None:
+    """The first ``count`` messages of a stored log, or None when it does not hold them all uncut.
+
+    The engine stores each line before it emits it, in the same order, so the stored log's first
+    lines are the stream's first messages, up to the marker where a capped log was cut.
+    """
+    lines = text.splitlines()[:count]
+    if len(lines) < count or any(line.startswith(CUT_PREFIX) for line in lines):
+        return None
+    return [stored_message(line, build_id) for line in lines]

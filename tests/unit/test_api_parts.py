@@ -138,6 +138,33 @@ def test_the_buffer_keeps_its_tail_and_says_what_it_cut() -> None:
     assert got[-2].data["line"] == "line 49" and got[-1].kind == "end"
 
 
+def test_a_trimmed_buffer_gets_its_head_from_the_stored_log() -> None:
+    from gitops.server.broadcast import stored_head
+
+    streams = BuildStreams(max_buffer_bytes=200)
+    stored = ["==> building"] + [f"line {i}" for i in range(50)]
+    streams.publish(PhaseEntered("web", "building", build_id="b1"))
+    for i in range(50):
+        streams.publish(LogLine("web", f"line {i}", build_id="b1"))
+    streams.finish("b1", {"id": "b1"})
+
+    async def run() -> list[Message]:
+        head = lambda n: stored_head("\n".join(stored) + "\n", n, "b1")  # noqa: E731
+        return [m async for m in streams.follow("b1", head=head) if m is not None]
+
+    got = asyncio.run(run())
+    assert [m.data.get("line") or m.data.get("phase") for m in got[:-1]] == ["building"] + stored[1:]
+    assert got[-1].kind == "end"
+
+
+def test_a_stored_head_cut_by_the_cap_is_not_used() -> None:
+    from gitops.server.broadcast import stored_head
+
+    text = "one\n[... kalpana: 10 bytes of output cut here ...]\nlast\n"
+    assert stored_head(text, 1, "b") is not None
+    assert stored_head(text, 2, "b") is None and stored_head(text, 9, "b") is None
+
+
 def test_finished_channels_are_forgotten_beyond_the_limit() -> None:
     streams = BuildStreams(keep_finished=2)
     for i in range(3):
