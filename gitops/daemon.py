@@ -87,7 +87,7 @@ class Daemon:
                                      token=lambda: self.triggers.settings.api_token, reload=self.triggers.reload,
                                      known=self.triggers.known)
         self.operations.subscribe(self.events)
-        self._server = Server(create_app(self.triggers, self.operations), self.settings.listen)
+        self._server = Server(create_app(self.triggers, backend=self.operations), self.settings.listen)
         self._server.start()
         self.events.emit(Info(None, f"webhooks on http://{self.settings.listen}"))
         if self.settings.insecure_webhooks:

@@ -50,7 +50,7 @@ class Receiver(Protocol):
         """Queue the work a push asks for."""
 
 
-def create_app(receiver: Receiver, backend=None) -> FastAPI:
+def create_app(receiver: Receiver, *, backend=None) -> FastAPI:
     """The daemon's app: webhooks, and with ``backend`` (``operations.Operations``) the API and dashboard."""
     app = FastAPI(title="Kalpana", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json" if backend is not None else None,
