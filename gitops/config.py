@@ -70,6 +70,8 @@ class Settings(BaseModel):
     public_url: str | None = Field(None, description="How GitHub reaches the webhook server (shown as webhook URLs).")
     webhook_secret: str | None = Field(None, description="Secret of the instance-wide POST /webhook endpoint.")
     insecure_webhooks: bool = Field(False, description="Accept unsigned webhooks where no secret is set (warned about).")
+    api_token: str | None = Field(None, description="Bearer token of the HTTP API (KALPANA_API_TOKEN); without one the "
+                                  "API answers on loopback only, and `watch` refuses a non-loopback `listen`.")
     poll_interval: float = Field(60.0, ge=1, description="Seconds between polls of git repositories by `kalpana watch`.")
     drift_interval: float = Field(10.0, ge=0.5, description="Seconds between drift checks by `kalpana watch`.")
     debounce: float = Field(0.2, ge=0, description="Seconds `kalpana watch` waits for a burst of file saves to settle.")

@@ -36,6 +36,9 @@ class Daemon:
         self._stop = threading.Event()
         self._stop_reason = "stopping"
         self._server = None
+        self.operations = None  # the API's side of the daemon, while it serves
+        self.runtime = runtime
+        self.history = history
         # The worker and the queue call back into the triggers, which need the queue: the lambdas
         # look self.triggers up when called, after all three exist.
         self.worker = Worker(config_path, history, events, after_run=lambda: self.triggers.reload_quietly())
@@ -72,10 +75,19 @@ class Daemon:
             self._stop.set()
 
     def _start_server(self) -> None:
+        from gitops.engine import Engine
         from gitops.server.app import create_app
+        from gitops.server.auth import check_listen
+        from gitops.server.operations import Operations
         from gitops.server.serve import Server
 
-        self._server = Server(create_app(self.triggers, self.events), self.settings.listen)
+        check_listen(self.settings.listen, self.settings.api_token)
+        engine = Engine(self.settings, self.runtime, self.history, self.events)
+        self.operations = Operations(engine, self.history, self.work,
+                                     token=lambda: self.triggers.settings.api_token, reload=self.triggers.reload,
+                                     known=self.triggers.known)
+        self.operations.subscribe(self.events)
+        self._server = Server(create_app(self.triggers, self.events, backend=self.operations), self.settings.listen)
         self._server.start()
         self.events.emit(Info(None, f"webhooks on http://{self.settings.listen}"))
         if self.settings.insecure_webhooks:
@@ -83,7 +95,18 @@ class Daemon:
                                     "unsigned deliveries from anyone who can reach them"))
 
     def _run(self, running: Running) -> None:
-        self._after(running.job, self.worker.run(running))
+        ops = self.operations
+        if ops is not None:
+            ops.running(running.job)
+        try:
+            verdict = self.worker.run(running)
+        finally:
+            if ops is not None:
+                ops.after_run(running.job)
+            else:
+                for done in running.job.done:
+                    done.set()
+        self._after(running.job, verdict)
 
     def _after(self, job: Job, verdict: Verdict) -> None:
         """Do what follows a run: its deliveries handled (or free again), a recovery now, a retry later."""

@@ -9,8 +9,10 @@ app logs, webhooks): callers translate arguments and render, nothing more.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from gitops import labels as L
@@ -37,6 +39,9 @@ from gitops.source import CONFIG_REPOSITORY, NO_SOURCE, GitCheckout, Revision, r
 from gitops.spec import Desired
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from gitops.overview import DeploymentView
     from gitops.status import DeploymentStatus
     from gitops.webhook import Endpoint
 
@@ -72,6 +77,7 @@ class Engine:
         self.workspace = str(settings.deployments_path)
         self.builder = Builder(runtime, self.instance, image_fallbacks=settings.image_fallbacks)
         self.housekeeping = Housekeeping(runtime, history, settings, self.events)
+        self._reserved: dict[str, str] = {}  # build records made in advance, for the apply that runs now
         self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
                                              log_tail=settings.log_tail, publish_address=settings.publish_address,
                                              workspace=self.workspace)
@@ -111,6 +117,28 @@ class Engine:
         return report(self.load(), self.runtime, self.history, self.instance, self.settings.publish_address,
                       workspace=self.workspace)
 
+    def deployments(self, name: str | None = None) -> list[DeploymentView]:
+        """What the API shows of every deployment (or of ``name``): spec summary, state, builds, webhook URL."""
+        from gitops.overview import overview  # imported here: a no-op apply never needs it
+
+        load = self.load()
+        views = overview(load, self.runtime, self.history, self.settings, only=name)
+        if name is not None and not views:
+            _require_known({name}, load)
+        return views
+
+    def create_deployment(self, body: object) -> Path:
+        """Write a new deployment file from ``body`` (the fields a file holds); the next apply deploys it."""
+        from gitops import deployment_files
+
+        return deployment_files.create(self.settings, body)
+
+    def delete_deployment(self, name: str) -> Path:
+        """Remove the file declaring ``name``; the next apply with pruning removes its container (history stays)."""
+        from gitops import deployment_files
+
+        return deployment_files.delete(self.settings, name)
+
     def builds(self, name: str, limit: int | None = 20) -> list[Build]:
         """Build history of ``name``, newest first (``limit`` None: all)."""
         self._require(name, history=True)
@@ -126,6 +154,15 @@ class Engine:
             if build is None:
                 raise KalpanaError(f"{name} has no builds yet: `kalpana apply` or `kalpana deploy {name}` makes one")
         return build, self.history.logs(build.id)
+
+    def build(self, build_id: str) -> Build:
+        """One build record by id (or unique prefix), whichever deployment it belongs to."""
+        from gitops.build_logs import BuildNotFound
+
+        build = self.history.get(build_id)
+        if build is None:
+            raise BuildNotFound(f"no build {build_id!r}: `kalpana builds NAME` lists a deployment's builds")
+        return build
 
     def app_logs(self, name: str, tail: int | str = 200) -> str:
         """The last ``tail`` lines the running app wrote, its env values masked like build logs."""
@@ -232,13 +269,16 @@ class Engine:
     # -- changing --------------------------------------------------------
 
     def sync(self, names: list[str] | None = None, *, prune: bool = True,
-             trigger: Trigger = Trigger.MANUAL) -> ApplyResult:
+             trigger: Trigger = Trigger.MANUAL, force: bool | Collection[str] = False,
+             builds: Mapping[str, str] | None = None) -> ApplyResult:
         """`kalpana sync`: fetch the config repository and the git sources, then apply."""
-        return self.apply(names, prune=prune, trigger=trigger, fetch=True, fetch_config=True)
+        return self.apply(names, prune=prune, trigger=trigger, fetch=True, fetch_config=True, force=force,
+                          builds=builds)
 
     def apply(self, names: list[str] | None = None, *, prune: bool = True, trigger: Trigger = Trigger.MANUAL,
-              force: bool = False, fetch: bool = False, heal: bool = False,
-              fetch_config: bool = False, take_over: bool = False) -> ApplyResult:
+              force: bool | Collection[str] = False, fetch: bool = False, heal: bool = False,
+              fetch_config: bool = False, take_over: bool = False,
+              builds: Mapping[str, str] | None = None) -> ApplyResult:
         """Execute the plan under the apply lock.
 
         ``force`` rebuilds the named deployments even if up to date (so a rollback returns
@@ -248,8 +288,24 @@ class Engine:
         images and leaves every other change for a real trigger: no rebuild storms.
         A deployment declared here whose container another workspace manages is refused
         (a failed outcome) unless ``take_over``.
+        ``force`` may also name the deployments to rebuild (a daemon job merges several requests);
+        ``builds`` gives build records made in advance (PENDING, by deployment) for their builds to use.
         """
+        self._reserved = dict(builds or {})
+        try:
+            return self._apply(names, prune=prune, trigger=trigger, force=force, fetch=fetch, heal=heal,
+                               fetch_config=fetch_config, take_over=take_over)
+        finally:
+            self._reserved = {}  # a record no step used is settled by whoever reserved it
+
+    def _apply(self, names: list[str] | None, *, prune: bool, trigger: Trigger, force: bool | Collection[str],
+               fetch: bool, heal: bool, fetch_config: bool, take_over: bool) -> ApplyResult:
+        forced = (lambda name: bool(force)) if isinstance(force, bool) else (lambda name: name in force)
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
+            if not isinstance(force, bool) and force:
+                # Deploying a deployment by name means "run this", as `deploy` does: an operator's stop ends.
+                for name in self.history.stopped() & set(force):
+                    self.history.set_stopped(name, False)
             unfetched: list[str] = []
             # Under the lock: another run must never read a half-reset checkout.
             if fetch_config and self.fetch_config() is None and self.settings.repo is not None:
@@ -260,7 +316,7 @@ class Engine:
             if plan.prune_note and prune:
                 self.events.emit(Warned(None, plan.prune_note))
             result = ApplyResult(plan, load, unfetched=unfetched)
-            if plan.changes or force:
+            if plan.changes or any(forced(s.name) for s in plan.steps):
                 # Load the docker SDK before any record says BUILDING: an interrupt landing in the
                 # middle of that import would leave half-imported modules instead of a clean cancel.
                 self.runtime.load_sdk()
@@ -270,10 +326,10 @@ class Engine:
             # --force returns to the files, not over the operator's `stop` (`deploy` and `start` lift that).
             held = self.history.stopped() if force else set()
             for step in plan.steps:
-                if force and step.name in held and step.action is Action.NOOP:
+                if forced(step.name) and step.name in held and step.action is Action.NOOP:
                     self.events.emit(Warned(step.name, "stopped by the operator: --force leaves it stopped "
                                             "(`kalpana start` resumes it)"))
-                elif force and step.desired and step.action in (Action.NOOP, Action.START, Action.REDEPLOY) \
+                elif forced(step.name) and step.desired and step.action in (Action.NOOP, Action.START, Action.REDEPLOY) \
                         and step.desired.spec.enabled:
                     step = Step(step.name, Action.REBUILD, "deploy requested by the operator", step.desired,
                                 step.container, None, step.revision)
@@ -286,7 +342,8 @@ class Engine:
                     self.events.emit(Warned(step.name, f"not healed: it needs {step.action.value} ({step.reason}), "
                                             "which waits for a file change, push or `kalpana apply`"))
                     continue
-                result.outcomes.append(self._execute(step, revisions.get(step.name, NO_SOURCE), trigger, force))
+                result.outcomes.append(self._execute(step, revisions.get(step.name, NO_SOURCE), trigger,
+                                                     forced(step.name)))
             # Nothing changed on Docker when no step ran: the observation taken at the start still holds.
             self.housekeeping.prune_history(observed if not result.outcomes else None)
             return result
@@ -381,9 +438,9 @@ class Engine:
         """Run ``work`` as one build record: BUILDING, then SUCCESS, FAILED or CANCELLED."""
         d = step.desired
         masker = self._masker(d)
-        record = self.history.new_build(d.name, trigger, action, reason=step.reason, revision=revision, image=image,
-                                        commit_hash=info.commit_hash, commit_message=info.commit_message,
-                                        branch=info.branch)
+        record = self._new_record(d.name, trigger, action, reason=step.reason, revision=revision, image=image,
+                                  commit_hash=info.commit_hash, commit_message=info.commit_message,
+                                  branch=info.branch)
         durations: dict[str, float] = {}
         kept = " (the running version was left as it was)" if step.container else ""
         try:
@@ -398,6 +455,20 @@ class Engine:
             self.history.append_log(record.id, f"ERROR: {message}\n")
             failed = self._finish(record, BuildStatus.FAILED, message, durations)
             raise RecordedFailure(f"{message}{kept}", failed, transient=isinstance(exc, TRANSIENT)) from None
+
+    def _new_record(self, name: str, trigger: Trigger, action: str, **fields) -> Build:
+        """A new build record, or the one reserved in advance for ``name`` (taken over by this process)."""
+        reserved = self._reserved.pop(name, None)
+        if reserved:
+            try:
+                build = self.history.get(reserved)
+            except HistoryError:
+                build = None
+            # Reserved records left PENDING only: a cancelled one (its run superseded) stays as it ended.
+            if build is not None and build.status is BuildStatus.PENDING:
+                return self.history.update(reserved, triggered_by=trigger, action=action, pid=os.getpid(),
+                                           host=socket.gethostname(), **fields)
+        return self.history.new_build(name, trigger, action, **fields)
 
     def _rollout(self, record: Build, step: Step, tag: str, revision: str, durations: dict[str, float],
                  image_build: str | None = None, rolled_back_from: str | None = None) -> Build:

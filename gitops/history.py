@@ -381,6 +381,16 @@ class History:
                     best = (doc_id, record)
         return self._build(best[1]) if best else None
 
+    def snapshot(self) -> Snapshot:
+        """One read of everything (builds and intents), for a reader that asks several questions at once."""
+        with self._db() as db:
+            data = db.storage.read() or {}
+        return Snapshot(self, data.get(_BUILDS, {}), data.get(_INTENTS, {}))
+
+    def by_ids(self, build_ids: Collection[str]) -> dict[str, Build]:
+        """The builds with these exact ids (those recorded), in one read of the database."""
+        return self.snapshot().by_ids(build_ids) if build_ids else {}
+
     def latest_per_deployment(self) -> dict[str, Build]:
         """The newest build of every deployment that has one: what ``status`` shows.
 
@@ -388,14 +398,7 @@ class History:
         """
         with self._db() as db:
             raw = self._raw(db)
-        newest: dict[Any, tuple[int, dict[str, Any]]] = {}
-        for key, record in raw.items():
-            doc_id = int(key)
-            name = record.get("deployment")
-            seen = newest.get(name)
-            if seen is None or doc_id > seen[0]:
-                newest[name] = (doc_id, record)
-        return {name: self._build(record) for name, (_, record) in newest.items()}
+        return Snapshot(self, raw, {}).latest_per_deployment()
 
     def mark_interrupted(self) -> list[Build]:
         """Fail every PENDING/BUILDING build whose process on this host is gone.
@@ -563,6 +566,44 @@ class History:
                 table.insert(merged)
             else:
                 table.update(merged, q)
+
+
+class Snapshot:
+    """The history as one read found it: the reads of ``History`` without reading again.
+
+    The API's list of deployments asks for the newest builds, the running builds, the stopped
+    deployments and the assigned ports; with thousands of records each read costs a parse of the file.
+    """
+
+    def __init__(self, history: History, builds: dict[str, dict[str, Any]], intents: dict[str, dict[str, Any]]):
+        self._history = history
+        self._builds = builds
+        self._intents = intents
+
+    def latest_per_deployment(self) -> dict[str, Build]:
+        """As ``History.latest_per_deployment``."""
+        newest: dict[Any, tuple[int, dict[str, Any]]] = {}
+        for key, record in self._builds.items():
+            doc_id = int(key)
+            name = record.get("deployment")
+            seen = newest.get(name)
+            if seen is None or doc_id > seen[0]:
+                newest[name] = (doc_id, record)
+        return {name: self._history._build(record) for name, (_, record) in newest.items()}
+
+    def by_ids(self, build_ids: Collection[str]) -> dict[str, Build]:
+        """As ``History.by_ids``."""
+        wanted = set(build_ids)
+        return {record["id"]: self._history._build(record) for record in self._builds.values()
+                if record.get("id") in wanted}
+
+    def stopped(self) -> set[str]:
+        """As ``History.stopped``."""
+        return {doc["deployment"] for doc in self._intents.values() if doc.get("stopped")}
+
+    def assigned_ports(self) -> dict[str, int]:
+        """As ``History.assigned_ports``."""
+        return {doc["deployment"]: doc["port"] for doc in self._intents.values() if doc.get("port") is not None}
 
 
 def _new_id(moment: datetime, taken: set[str]) -> str:

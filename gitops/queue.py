@@ -38,6 +38,11 @@ class Job:
     heal: bool = False  # drift: only start/recreate from existing images, never build
     # The webhook deliveries this job carries: handled once it succeeds, free to be redelivered if it fails.
     deliveries: frozenset[str] = frozenset()
+    force: frozenset[str] = frozenset()  # rebuild these even if up to date (a deploy asked over the API)
+    # Build records made in advance (PENDING, so that an API caller can follow them at once), by deployment.
+    builds: dict[str, str] = field(default_factory=dict)
+    # Set once a run that did this job's work ended (whoever asked waits on them); never sent to a worker.
+    done: list[threading.Event] = field(default_factory=list)
 
     def merge(self, other: "Job") -> "Job":
         """One job doing the work of both (and carrying the deliveries of both)."""
@@ -46,7 +51,8 @@ class Job:
         return Job(names, trigger, fetch=self.fetch or other.fetch, config=self.config or other.config,
                    commit=other.commit or self.commit, reasons=self.reasons + other.reasons,
                    prune=self.prune or other.prune, heal=self.heal and other.heal,
-                   deliveries=self.deliveries | other.deliveries)
+                   deliveries=self.deliveries | other.deliveries, force=self.force | other.force,
+                   builds={**other.builds, **self.builds}, done=self.done + other.done)
 
     def overlaps(self, other: "Job") -> bool:
         """Do the two jobs touch a common deployment (None = every deployment)?"""

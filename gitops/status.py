@@ -10,7 +10,7 @@ from typing import Iterable
 from gitops import routing
 from gitops.build import BuildStatus
 from gitops.errors import UnknownDeployment
-from gitops.history import History
+from gitops.history import History, Snapshot
 from gitops.loader import LoadResult
 from gitops.plan import foreign_owner, rollback_note
 from gitops.runtime.protocol import Runtime
@@ -61,11 +61,13 @@ def select(rows: list[DeploymentStatus], names: Iterable[str] = ()) -> list[Depl
     return [by_name[name] for name in names]
 
 
-def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
-           publish_address: str = routing.ANY_ADDRESS, workspace: str | None = None) -> list[DeploymentStatus]:
+def report(load: LoadResult, runtime: Runtime, history: History | Snapshot, instance: str,
+           publish_address: str = routing.ANY_ADDRESS, workspace: str | None = None, *,
+           with_uptime: bool = True) -> list[DeploymentStatus]:
     """Status of every declared deployment plus any container no file declares any more.
 
     ``workspace``: containers another workspace manages are noted as such, not as about to be removed.
+    ``with_uptime`` False skips one inspect per running container (the API does not show it).
     """
     observed = runtime.observe(instance)
     stopped = history.stopped()
@@ -118,7 +120,7 @@ def report(load: LoadResult, runtime: Runtime, history: History, instance: str,
             # Read only: the record is marked FAILED by the next apply, which holds the lock.
             detail = f"build {latest.id} was interrupted (its process, pid {latest.pid}, is gone); {what}"
         uptime = None
-        if container and container.running:
+        if with_uptime and container and container.running:
             started = runtime.started_at(container.id)
             if started:
                 uptime = round((datetime.now(timezone.utc) - started).total_seconds(), 1)

@@ -347,8 +347,9 @@ def _run(job, config: Path | None):
     # As `kalpana apply NAME...` would; a job for every deployment prunes only when it asks to.
     prune = job.prune or job.names is not None
     if job.config:
-        return engine.sync(names, prune=prune, trigger=job.trigger)
-    return engine.apply(names, prune=prune, trigger=job.trigger, fetch=job.fetch, heal=job.heal)
+        return engine.sync(names, prune=prune, trigger=job.trigger, force=job.force, builds=job.builds)
+    return engine.apply(names, prune=prune, trigger=job.trigger, fetch=job.fetch, heal=job.heal,
+                        force=job.force, builds=job.builds)
 
 
 def _die_with_parent() -> bool:

@@ -58,7 +58,7 @@ def encode_job(job: Job) -> str:
     return json.dumps({
         "names": sorted(job.names) if job.names is not None else None, "trigger": job.trigger.value,
         "fetch": job.fetch, "config": job.config, "commit": job.commit, "reasons": list(job.reasons),
-        "prune": job.prune, "heal": job.heal}) + "\n"
+        "prune": job.prune, "heal": job.heal, "force": sorted(job.force), "builds": dict(job.builds)}) + "\n"
 
 
 def decode_job(line: str) -> Job:
@@ -75,8 +75,14 @@ def decode_job(line: str) -> Job:
             raise TypeError("reasons must be a list of strings")
         if data["commit"] is not None and not isinstance(data["commit"], str):
             raise TypeError("commit must be null or a string")
+        force, builds = data.get("force", []), data.get("builds", {})
+        if not (isinstance(force, list) and all(isinstance(n, str) for n in force)):
+            raise TypeError("force must be a list of names")
+        if not (isinstance(builds, dict) and all(isinstance(v, str) for v in builds.values())):
+            raise TypeError("builds must map names to build ids")
         return Job(frozenset(names) if names is not None else None, Trigger(data["trigger"]),
-                   commit=data["commit"], reasons=list(data["reasons"]), **flags)
+                   commit=data["commit"], reasons=list(data["reasons"]), force=frozenset(force),
+                   builds=dict(builds), **flags)
     except (ValueError, KeyError, TypeError) as exc:
         raise ProtocolError(f"not a job line ({exc}): {line[:200]!r}") from None
 

@@ -2,9 +2,9 @@
 # The test command: bash scripts/test.sh [pytest arguments...]
 #
 # Installs the package with its test extras into the current Python (an active
-# virtualenv is used as it is), makes sure a Docker engine answers and the test
-# base image exists, then runs the whole suite on two workers. Exits with
-# pytest's code; "no tests collected" (5) is a failure too.
+# virtualenv is used as it is), makes sure a Docker engine answers, Chromium is installed (the
+# dashboard's browser test) and the test base image exists, then runs the whole suite on two
+# workers. Exits with pytest's code; "no tests collected" (5) is a failure too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +22,7 @@ sys.exit(0 if gitops.__file__.startswith(sys.argv[1]) else 1)' "$PWD/" 2>/dev/nu
     mkdir -p "$(dirname "$stamp")" && printf '%s\n' "$want" >"$stamp"
 fi
 bash scripts/ensure-docker.sh
+bash scripts/ensure-chromium.sh   # the dashboard's browser test drives Debian's chromium
 bash scripts/build-test-image.sh
 
 rc=0

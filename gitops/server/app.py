@@ -19,11 +19,13 @@ import secrets
 from typing import Protocol
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
 from gitops import webhook as wh
 from gitops.deliveries import Claim
 from gitops.events import Events, Warned
+from gitops.errors import KalpanaError
 
 DEPLOYMENT_SETTING = "webhook_secret in the deployment's file"
 
@@ -69,9 +71,16 @@ class Refusals:
                                              f"from {client} with {status}: {why}{said}"))
 
 
-def create_app(receiver: Receiver, events: Events | None = None) -> FastAPI:
-    """The webhook app bound to a daemon; ``events`` gets a line for every refused request."""
-    app = FastAPI(title="Kalpana", docs_url=None, redoc_url=None, openapi_url=None)
+def create_app(receiver: Receiver, events: Events | None = None, *, backend=None) -> FastAPI:
+    """The daemon's app: webhooks, and with ``backend`` (``operations.Operations``) the API and dashboard.
+
+    ``events`` gets a line for every refused webhook request.
+    """
+    app = FastAPI(title="Kalpana", version="1", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if backend is not None else None,
+                  description="Deployments declared by files, built and run on Docker. Every /api route but the "
+                              "webhooks needs `Authorization: Bearer <api_token>`.")
+    metrics = backend.metrics if backend is not None else None
     # What an unknown deployment's signature is checked against: a key nobody knows, so the answer
     # (and the time it takes) is that of a wrong signature.
     nobody_knows = secrets.token_hex(32)
@@ -81,15 +90,68 @@ def create_app(receiver: Receiver, events: Events | None = None) -> FastAPI:
     async def healthz() -> dict:
         return {"ok": True}
 
-    @app.post(wh.DEPLOYMENT_PATH)
+    @app.post(wh.DEPLOYMENT_PATH, include_in_schema=False)
     async def deployment_webhook(name: str, request: Request) -> JSONResponse:
-        return await _handle(receiver, request, name, nobody_knows, refused)
+        return _counted(metrics, await _handle(receiver, request, name, nobody_knows, refused))
 
-    @app.post(wh.INSTANCE_PATH)
+    @app.post(wh.INSTANCE_PATH, include_in_schema=False)
     async def instance_webhook(request: Request) -> JSONResponse:
-        return await _handle(receiver, request, None, nobody_knows, refused)
+        return _counted(metrics, await _handle(receiver, request, None, nobody_knows, refused))
 
+    if backend is not None:
+        _mount_api(app, backend)
     return app
+
+
+def _mount_api(app: FastAPI, backend) -> None:
+    import importlib.util
+
+    from gitops.server import api, openapi
+    from gitops.server.metrics import CONTENT_TYPE
+
+    app.include_router(api.router(backend))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:  # sync: the scrape reads Docker and the files, on a worker thread
+        return Response(backend.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.exception_handler(api.ApiError)
+    async def api_error(request: Request, exc: api.ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return openapi.validation_problem(exc).response()
+
+    @app.exception_handler(KalpanaError)
+    async def core_error(request: Request, exc: KalpanaError) -> JSONResponse:
+        return api.ApiError(api.status_of(exc), " ".join(str(exc).split())).response()
+
+    openapi.install(app)
+    if importlib.util.find_spec("gitops.server.dashboard") is not None:
+        from gitops.server import dashboard
+
+        dashboard.mount(app)
+
+
+def _counted(metrics, response: JSONResponse) -> JSONResponse:
+    if metrics is not None:
+        metrics.delivery(_outcome(response))
+    return response
+
+
+def _outcome(response: JSONResponse) -> str:
+    import json
+
+    body = json.loads(response.body or b"{}")
+    if response.status_code >= 400:
+        return "rejected"
+    if body.get("event") == "ping":
+        return "ping"
+    for outcome in ("duplicate", "ignored"):
+        if body.get(outcome):
+            return outcome
+    return "queued"
 
 
 async def _handle(receiver: Receiver, request: Request, name: str | None, nobody_knows: str,

@@ -39,6 +39,7 @@ ENV_VALUES = {
     "public_url": ("https://hooks.example.org", "https://hooks.example.org"),
     "webhook_secret": ("s3cret", "s3cret"),
     "insecure_webhooks": ("true", True),
+    "api_token": ("t0ken", "t0ken"),
     "poll_interval": ("30", 30.0),
     "drift_interval": ("2.5", 2.5),
     "debounce": ("0.5", 0.5),
