@@ -71,6 +71,8 @@ class Settings(BaseModel):
                                               description="Traefik entrypoint on :443 that routes carry.")
     traefik_cert_resolver: str = Field("letsencrypt", pattern=r"^[a-zA-Z0-9_-]+$",
                                        description="Name of the ACME certificate resolver routes use.")
+    traefik_http_port: int = Field(80, ge=1, le=65535, description="Host port of Traefik's web entrypoint.")
+    traefik_https_port: int = Field(443, ge=1, le=65535, description="Host port of Traefik's websecure entrypoint.")
     traefik_acme_staging: bool = Field(False, description="Use Let's Encrypt's staging CA (untrusted certificates, "
                                        "generous rate limits) while trying things out.")
     traefik_dashboard: bool = Field(False, description="Publish Traefik's dashboard (off by default).")
@@ -167,6 +169,11 @@ class Settings(BaseModel):
     def checkouts_path(self) -> Path:
         """Clones of git sources."""
         return self.state_path / "sources"
+
+    @property
+    def routes_path(self) -> Path:
+        """The route directory Traefik's file provider watches (mounted read-only into kalpana-traefik)."""
+        return self.state_path / "traefik-routes"
 
     @property
     def state_path(self) -> Path:

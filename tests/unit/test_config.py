@@ -40,6 +40,8 @@ ENV_VALUES = {
     "traefik_websecure_entrypoint": ("https", "https"),
     "traefik_cert_resolver": ("le", "le"),
     "traefik_acme_staging": ("true", True),
+    "traefik_http_port": ("8000", 8000),
+    "traefik_https_port": ("8443", 8443),
     "traefik_dashboard": ("1", True),
     "traefik_dashboard_address": ("10.0.0.5:9090", "10.0.0.5:9090"),
     "traefik_drain_seconds": ("0.5", 0.5),
