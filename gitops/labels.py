@@ -44,6 +44,8 @@ IMAGE_REPOSITORY = "kalpana"
 # Deployment names may not contain "--" (spec.py), so no deployment's own container ends like this.
 RETIRING_SUFFIX = "--retiring"
 CANDIDATE_SUFFIX = "--candidate"
+# Subdomain mode: the old container after its route moved to the new one, while requests drain.
+DRAINING_SUFFIX = "--draining"
 
 
 def instance_filter(instance: str) -> list[str]:
@@ -72,6 +74,16 @@ def retired_name(instance: str, deployment: str) -> str:
 def candidate_name(instance: str, deployment: str) -> str:
     """Name of the trial container that proves a new version beside the running one (port mode)."""
     return f"{container_name(instance, deployment)}{CANDIDATE_SUFFIX}"
+
+
+def draining_name(instance: str, deployment: str) -> str:
+    """Name of an old container no route names any more, in its drain time before it stops (subdomain mode)."""
+    return f"{container_name(instance, deployment)}{DRAINING_SUFFIX}"
+
+
+def is_draining_name(name: str) -> bool:
+    """True for a drained container's name: a leftover one is removed, never restored."""
+    return name.endswith(DRAINING_SUFFIX)
 
 
 def is_candidate_name(name: str) -> bool:

@@ -72,6 +72,11 @@ class Container:
         return L.is_candidate_name(self.name)
 
     @property
+    def draining(self) -> bool:
+        """An old container whose route already moved to its successor (subdomain mode): only to be removed."""
+        return L.is_draining_name(self.name)
+
+    @property
     def host_port(self) -> int | None:
         value = self.labels.get(L.HOST_PORT)
         return int(value) if value else None
@@ -136,7 +141,7 @@ class Observed:
         """Group containers and images by deployment label."""
         observed = cls()
         # Prefer the running, newest container that is neither retiring nor a trial as "the" container.
-        for c in sorted(containers, key=lambda c: (not (c.retiring or c.trial), c.running, c.created)):
+        for c in sorted(containers, key=lambda c: (not (c.retiring or c.trial or c.draining), c.running, c.created)):
             if c.labels.get(L.ROLE):  # Kalpana's own Traefik: no deployment's container
                 continue
             if c.deployment in observed.containers:
