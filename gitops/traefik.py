@@ -176,7 +176,14 @@ class TraefikManager:
             self.runtime.ensure_volume(L.acme_volume(settings.instance),
                                        {L.MANAGED_BY: L.MANAGED_BY_VALUE, L.INSTANCE: settings.instance})
             container_id = self.runtime.create(container_config(settings))
-            self.runtime.start(container_id)
+            try:
+                self.runtime.start(container_id)
+            except KalpanaError as exc:
+                self.runtime.remove(container_id)  # a half-made kalpana-traefik would be taken for a working one
+                raise KalpanaError(
+                    f"cannot start {self.name}: {str(exc).split(': free that host port')[0]}: free host ports "
+                    f"{settings.traefik_http_port}/{settings.traefik_https_port} or set traefik_http_port / "
+                    "traefik_https_port in kalpana.yaml; no deployment was changed") from None
         return self.state(), True
 
     def down(self) -> Container | None:

@@ -299,3 +299,18 @@ def test_a_new_version_that_never_gets_healthy_leaves_the_old_one_routed_and_ser
     assert failed["status"] == "FAILED", failed
     assert "not healthy within 3 s" in failed["error_message"]
     assert "starting-but-never-listening" in failed["error_message"], "the new container's last log lines"
+
+
+def test_traefik_ports_held_by_another_process_fail_before_any_app_container(routed, docker_client):
+    p = routed
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", p.ports[1]))
+        holder.listen()
+        p.write_app("shop", {"index.html": "v1"})
+        p.write_deployment("shop", web_spec("shop", subdomain="shop"))
+        result = p.run("apply", check=False)
+    assert result.returncode != 0
+    text = output(result)
+    assert f"cannot start {traefik_name(p.instance)}" in text and "traefik_https_port" in text, text
+    assert containers(p, "shop") == [], "no app container was touched"
+    assert not docker_client.containers.list(all=True, filters={"name": traefik_name(p.instance)})
