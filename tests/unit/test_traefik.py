@@ -240,3 +240,36 @@ def test_a_user_run_traefik_on_the_network_is_used_not_duplicated(tmp_path):
     assert [c.name for c in runtime.created] == ["unit_shop"], "no kalpana-traefik beside the user's"
     assert e.engine.traefik_state().mode is traefik.TraefikMode.USER_FILE
     runtime.assert_no_violations()
+
+
+def test_an_interrupted_switch_removes_the_drained_container_and_keeps_the_routed_one(tmp_path):
+    runtime = FakeRuntime(allow={"observe", "remove", "remove_image", *BUILD, *DEPLOY, *TRAEFIK})
+    e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
+    write(tmp_path, "shop")
+    assert e.engine.apply().ok
+    (routed,) = [c for c in runtime.containers.values() if c.name == "unit_shop"]
+    # A run died after the route moved to ``routed``: the old container is left, renamed --draining.
+    old = runtime.add_container(L.draining_name(INSTANCE, "shop"), routed.image, dict(routed.labels))
+    runtime.calls.clear()
+    assert e.engine.apply().ok
+    assert old.id not in runtime.containers and routed.id in runtime.containers
+    assert ("remove", (old.id,)) in runtime.calls and ("remove", (routed.id,)) not in runtime.calls
+    runtime.assert_no_violations()
+
+
+def test_setting_a_base_url_redeploys_a_port_mode_container_into_subdomain_mode(tmp_path):
+    runtime = FakeRuntime(allow={"observe", "remove_image", *BUILD, *DEPLOY, *TRAEFIK})
+    first = _Engine(tmp_path, runtime)
+    write(tmp_path, "shop", exposed_port=28124)
+    assert first.engine.apply().ok
+    write(tmp_path, "shop")  # the same deployment, now without a host port
+    e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
+    plan, _ = e.engine.plan()
+    (step,) = plan.steps
+    assert step.action.value in ("redeploy", "rebuild"), step
+    write(tmp_path, "shop", exposed_port=28124)  # unchanged file: only the base URL changed
+    plan, _ = e.engine.plan()
+    (step,) = plan.steps
+    assert (step.action.value, step.reason) == ("redeploy", f"route changed: https://shop.{BASE} (was port mode)")
+    assert e.engine.apply().ok
+    assert runtime.created[-1].network == "traefik-proxy" and runtime.created[-1].labels[L.ROUTE_HOST] == f"shop.{BASE}"
