@@ -19,7 +19,7 @@ def routes(obj: Context, as_json: bool) -> None:
         print_json({"routes": [r.to_dict() for r in rows]})
         return
     if not rows:
-        write("no routes (subdomain mode needs traefik_base_url and a deployment with a subdomain)")
+        write("no routes (subdomain mode needs traefik_base_url and a deployment with a subdomain)\n")
         return
     from rich.table import Table
 
@@ -52,7 +52,7 @@ def traefik_up(obj: Context, as_json: bool) -> None:
     if as_json:
         print_json({**state.to_dict(), "started": started})
         return
-    write(("started " if started else "already there: ") + _state_lines(state))
+    write(("started " if started else "already there: ") + _state_lines(state) + "\n")
 
 
 @traefik.command("down")
@@ -64,7 +64,8 @@ def traefik_down(obj: Context, as_json: bool) -> None:
     if as_json:
         print_json({"removed": removed.name if removed else None})
         return
-    write(f"removed {removed.name}; certificates kept in its volume" if removed else "kalpana-traefik is not there")
+    write((f"removed {removed.name}; certificates kept in its volume" if removed else "kalpana-traefik is not there")
+          + "\n")
 
 
 @traefik.command("status")
@@ -76,4 +77,4 @@ def traefik_status(obj: Context, as_json: bool) -> None:
     if as_json:
         print_json(state.to_dict())
         return
-    write(_state_lines(state))
+    write(_state_lines(state) + "\n")
