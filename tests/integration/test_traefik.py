@@ -149,6 +149,8 @@ def test_a_subdomain_deployment_is_routed_through_kalpana_traefik_created_once(r
     routes = p.run_json("routes")["routes"]
     assert [(r["host"], r["container"], r["port"], r["ready"]) for r in routes] == \
         [(f"shop.{BASE_URL}", app.name, 8080, True)], routes
+    table = p.run("routes").stdout
+    assert f"https://shop.{BASE_URL}" in table and app.name in table and "yes" in table, table
 
     # A second apply that redeploys: still the one Traefik, untouched.
     p.write_app("shop", {"index.html": "v2"})
