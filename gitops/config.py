@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -63,7 +64,27 @@ class Settings(BaseModel):
                                  "127.0.0.1 keeps deployments off the network.")
     traefik_base_url: str | None = Field(None, description="Base domain for subdomain routing (TRAEFIK_BASE_URL).")
     traefik_email: str | None = Field(None, description="Let's Encrypt account email (TRAEFIK_EMAIL).")
-    traefik_network: str = Field("traefik-proxy", description="Docker network shared with Traefik (TRAEFIK_NETWORK).")
+    traefik_network: str = Field("traefik-proxy", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+                                 description="Docker network shared with Traefik (TRAEFIK_NETWORK).")
+    traefik_image: str = Field("traefik:v3.3", description="Image of the kalpana-traefik container (Traefik v3; "
+                               "v2.10+ works too). Kalpana never builds it: pull it, or load it with `docker load`.")
+    traefik_web_entrypoint: str = Field("web", pattern=r"^[a-zA-Z0-9_-]+$",
+                                        description="Traefik entrypoint on :80 (redirects to HTTPS).")
+    traefik_websecure_entrypoint: str = Field("websecure", pattern=r"^[a-zA-Z0-9_-]+$",
+                                              description="Traefik entrypoint on :443 that routes carry.")
+    traefik_cert_resolver: str = Field("letsencrypt", pattern=r"^[a-zA-Z0-9_-]+$",
+                                       description="Name of the ACME certificate resolver routes use.")
+    traefik_http_port: int = Field(80, ge=1, le=65535, description="Host port of Traefik's web entrypoint.")
+    traefik_https_port: int = Field(443, ge=1, le=65535, description="Host port of Traefik's websecure entrypoint.")
+    traefik_acme_staging: bool = Field(False, description="Use Let's Encrypt's staging CA (untrusted certificates, "
+                                       "generous rate limits) while trying things out.")
+    traefik_dashboard: bool = Field(False, description="Publish Traefik's dashboard (off by default).")
+    traefik_dashboard_address: str = Field("127.0.0.1:8080", pattern=r"^[^\s]*:\d+$",
+                                           description="host:port the dashboard is published on when enabled; "
+                                           "127.0.0.1 keeps it off the network.")
+    traefik_drain_seconds: float = Field(3.0, ge=0, description="Seconds an old container keeps running after its "
+                                         "route moved to the new one: covers Traefik's reload (file watch + its "
+                                         "2 s provider throttle) and requests in flight.")
     repo: RepoSettings | None = Field(None, description="Keep the deployment files in this git repository.")
     listen: str = Field("127.0.0.1:9000", pattern=r"^[^:\s]*:\d+$",
                         description="host:port the webhook server of `kalpana watch` listens on.")
@@ -125,8 +146,18 @@ class Settings(BaseModel):
             return None
         value = value.strip().removeprefix("https://").removeprefix("http://").strip("/")
         if "/" in value or " " in value or "." not in value:
-            raise ValueError("must be a domain such as example.com")
+            raise ValueError(f"{value!r} is not a domain name: use one such as example.com (no path)")
         return value
+
+    @field_validator("traefik_base_url")
+    @classmethod
+    def _domain_name(cls, value: str | None) -> str | None:
+        # After _bare_domain (validators of one field run in definition order): every label a DNS label.
+        if value and not all(re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", part)
+                             for part in value.lower().split(".")):
+            raise ValueError(f"{value!r} is not a domain name: use letters, digits, hyphens and dots, "
+                             "such as example.com (no scheme, port or path)")
+        return value.lower() if value else value
 
     @field_validator("traefik_email")
     @classmethod
@@ -165,6 +196,11 @@ class Settings(BaseModel):
     def checkouts_path(self) -> Path:
         """Clones of git sources."""
         return self.state_path / "sources"
+
+    @property
+    def routes_path(self) -> Path:
+        """The route directory Traefik's file provider watches (mounted read-only into kalpana-traefik)."""
+        return self.state_path / "traefik-routes"
 
     @property
     def state_path(self) -> Path:

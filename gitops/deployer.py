@@ -11,11 +11,19 @@ an existing container) and must be healthy again, else the old one is
 restarted. A version that never gets healthy therefore costs no request,
 and the gap, from that stop until the final container is healthy, is
 measured and recorded.
+
+In subdomain mode there is no host port to share, so there is no gap: the new
+container joins the Traefik network beside the old one and is probed on its own
+address; only once healthy does Kalpana rewrite the deployment's route document
+(atomically) to name the new container alone. The old one, no longer routed, keeps
+running for ``drain_seconds`` (Traefik's reload and requests in flight) and is then
+stopped. A new container that never gets healthy is removed; the route never named it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -24,6 +32,7 @@ from gitops import health, routing
 from gitops import labels as L
 from gitops.errors import DeployFailed, KalpanaError
 from gitops.runtime.objects import Container
+from gitops.routes import RouteTable
 from gitops.runtime.protocol import ContainerConfig, Runtime
 from gitops.spec import Desired, HealthCheck, HealthKind
 
@@ -42,7 +51,8 @@ class Rollout:
 
 
 def container_labels(instance: str, desired: Desired, *, build_id: str, revision: str, host_port: int | None,
-                     workspace: str | None = None, rolled_back_from: str | None = None) -> dict[str, str]:
+                     workspace: str | None = None, rolled_back_from: str | None = None,
+                     route_host: str | None = None, alias: str | None = None) -> dict[str, str]:
     """Labels on a deployment's container: what desired state it satisfies, and which workspace manages it.
 
     ``rolled_back_from``: set by a rollback, the build that serves what the files declare ("" when unknown).
@@ -57,24 +67,39 @@ def container_labels(instance: str, desired: Desired, *, build_id: str, revision
         labels[L.WORKSPACE] = workspace
     if rolled_back_from is not None:
         labels[L.ROLLED_BACK_FROM] = rolled_back_from
+    if route_host:
+        labels[L.ROUTE_HOST] = route_host
+    if alias:
+        labels[L.ROUTE_ALIAS] = alias
     return labels
 
 
 def container_config(instance: str, desired: Desired, image: str, *, build_id: str, revision: str,
                      host_port: int | None, publish_address: str = routing.ANY_ADDRESS,
-                     workspace: str | None = None, rolled_back_from: str | None = None) -> ContainerConfig:
-    """How a deployment's container is created: start command, env, labels, port, resources."""
+                     workspace: str | None = None, rolled_back_from: str | None = None,
+                     route: routing.RouteSettings | None = None, route_host: str | None = None,
+                     alias: str | None = None) -> ContainerConfig:
+    """How a deployment's container is created: start command, env, labels, port, resources.
+
+    With ``route_host`` (subdomain mode) it joins ``route.network`` under ``alias``; with
+    ``route.labels`` it also carries Traefik's Docker labels for that route.
+    """
     spec = desired.spec
+    labels = container_labels(instance, desired, build_id=build_id, revision=revision, host_port=host_port,
+                              workspace=workspace, rolled_back_from=rolled_back_from, route_host=route_host,
+                              alias=alias)
+    if route_host and route is not None and route.labels:
+        labels.update(routing.route_labels(routing.route_name(instance, spec.name), route_host, spec.port, route))
     return ContainerConfig(
         name=L.container_name(instance, spec.name), image=image,
         # An explicit shell: the image's own entrypoint must not swallow the start command.
         entrypoint=["/bin/sh", "-c"] if spec.start_command else None,
         command=[spec.start_command] if spec.start_command else None,
         working_dir=spec.working_dir, env=dict(desired.env),
-        labels=container_labels(instance, desired, build_id=build_id, revision=revision, host_port=host_port,
-                                workspace=workspace, rolled_back_from=rolled_back_from),
-        port=spec.port, host_port=host_port, publish_address=publish_address,
-        memory=spec.resources.memory_bytes, cpus=spec.resources.cpus)
+        labels=labels, port=spec.port, host_port=host_port, publish_address=publish_address,
+        memory=spec.resources.memory_bytes, cpus=spec.resources.cpus,
+        network=route.network if route_host and route is not None else None,
+        aliases=(alias,) if alias else ())
 
 
 class Deployer:
@@ -99,20 +124,31 @@ class Deployer:
         self.port_free = port_free  # the engine's plan asks the same question (routing.busy_ports)
         self._monotonic = monotonic
         self._sleep = sleep
+        # Subdomain mode (set by the engine when a base URL is configured): how routes look, and where they live.
+        self.route: routing.RouteSettings | None = None
+        self.routes: RouteTable | None = None
 
     def rollout(self, desired: Desired, image: str, *, build_id: str, revision: str, old: Container | None,
                 host_port: int | None, on_phase: Callable[[str], None],
-                rolled_back_from: str | None = None) -> Rollout:
+                rolled_back_from: str | None = None, route_host: str | None = None) -> Rollout:
         """Replace ``old`` (if any) with a container of ``image``; DeployFailed keeps ``old`` serving.
 
         In port mode with a running ``old``, the new version is proven in a trial container
         first, and a failure there leaves ``old`` untouched (not even renamed).
         ``rolled_back_from`` marks a rollback (see ``container_labels``).
+        ``route_host`` (subdomain mode): Traefik routes that host to the new container once healthy.
         """
         started = self._monotonic()
+        route = self.route if route_host else None
+        if route_host and route is None:
+            raise DeployFailed("subdomain mode without Traefik settings")  # the engine sets them: a bug
+        alias = f"{L.container_name(self.instance, desired.name)}-{secrets.token_hex(4)}" if route else None
         config = container_config(self.instance, desired, image, build_id=build_id, revision=revision,
                                   host_port=host_port, publish_address=self.publish_address,
-                                  workspace=self.workspace, rolled_back_from=rolled_back_from)
+                                  workspace=self.workspace, rolled_back_from=rolled_back_from,
+                                  route=route, route_host=route_host, alias=alias)
+        if route and not host_port:
+            return self._routed_rollout(desired, config, old, route_host, started, on_phase)
         # Two containers can't bind one host port: stop the old one first, as late as possible.
         must_stop_old = bool(old and old.running and host_port)
         held = old.host_port if old and old.running else None
@@ -139,6 +175,8 @@ class Deployer:
             self.runtime.start(new_id)
             on_phase(f"waiting for health ({self._describe(desired, host_port)})")
             self.wait_healthy(desired, new_id, host_port)
+            if route:  # subdomain mode with an exposed_port: routed once healthy, like the port
+                self._route_to(desired, route_host, config)
         except BaseException as exc:  # KeyboardInterrupt included: the old container must come back
             self._restore(name, new_id, old, must_stop_old)
             if isinstance(exc, KalpanaError) and not isinstance(exc, DeployFailed):
@@ -148,6 +186,44 @@ class Deployer:
         if old:
             self.runtime.remove(old.id)
         return Rollout(new_id, host_port, self._monotonic() - started, gap, trial_seconds)
+
+    def _routed_rollout(self, desired: Desired, config: ContainerConfig, old: Container | None, host: str,
+                        started: float, on_phase: Callable[[str], None]) -> Rollout:
+        """Subdomain mode: new beside old, probed on its own address, then the route switches, then old drains."""
+        name = config.name
+        if old:
+            self.runtime.rename(old.id, L.retired_name(self.instance, desired.name))
+        new_id = None
+        try:
+            new_id = self.runtime.create(config)
+            self.runtime.start(new_id)
+            on_phase(f"waiting for health ({self._describe(desired, None, trial=True)})"
+                     + ("; the old one keeps serving" if old and old.running else ""))
+            self.wait_healthy(desired, new_id, None, trial=True)
+            on_phase(f"routing https://{host} to {name}")
+            self._route_to(desired, host, config)
+        except BaseException as exc:  # the route still names the old container (or nothing): put it back
+            self._restore(name, new_id, old, False)
+            if isinstance(exc, KalpanaError) and not isinstance(exc, DeployFailed):
+                raise DeployFailed(f"{exc}; the previous container keeps serving" if old else str(exc)) from None
+            raise
+        if old:
+            # Routed no more: if this run dies now, the next run's recovery removes it (never the routed one).
+            with contextlib.suppress(KalpanaError):
+                self.runtime.rename(old.id, L.draining_name(self.instance, desired.name))
+            if old.running and self.route.drain_seconds:
+                on_phase(f"draining {old.name} for {self.route.drain_seconds:g} s (Traefik's reload, requests "
+                         "in flight), then stopping it")
+                self._sleep(self.route.drain_seconds)
+            self.runtime.stop(old.id, timeout=self.stop_timeout)
+            self.runtime.remove(old.id)
+        return Rollout(new_id, None, self._monotonic() - started, None, None)
+
+    def _route_to(self, desired: Desired, host: str, config: ContainerConfig) -> None:
+        """Point the deployment's route at the (healthy) container made from ``config``: one atomic rewrite."""
+        if self.route.labels or self.routes is None:  # the user's Traefik reads the container's labels
+            return
+        self.routes.write(desired.name, host, [routing.server_url(config.aliases[0], desired.spec.port)], self.route)
 
     def _trial(self, desired: Desired, config: ContainerConfig, on_phase: Callable[[str], None]) -> None:
         """Prove the new version in a container without the host port, beside the old one; then remove it.
@@ -251,16 +327,28 @@ class Deployer:
                 self.runtime.start(old.id)
 
     def start_existing(self, desired: Desired, container: Container) -> None:
-        """Start a stopped container and wait for it to be healthy."""
+        """Start a stopped container and wait for it to be healthy (then route to it, in subdomain mode)."""
         self.runtime.start(container.id)
-        self.wait_healthy(desired, container.id, container.host_port)
+        routed = bool(container.route_host and container.route_alias)
+        self.wait_healthy(desired, container.id, container.host_port, trial=routed and not container.host_port)
+        if routed and self.route is not None and not self.route.labels and self.routes is not None:
+            self.routes.write(desired.name, container.route_host,
+                              [routing.server_url(container.route_alias, desired.spec.port)], self.route)
+
+    def _unroute(self, container: Container) -> None:
+        """Take a container out of its route before it stops, and give Traefik the drain time to notice."""
+        if container.route_host and self.routes is not None and self.routes.drop(container.deployment):
+            if container.running and self.route is not None and self.route.drain_seconds:
+                self._sleep(self.route.drain_seconds)
 
     def stop(self, container: Container) -> None:
-        """Stop (not remove) a container."""
+        """Stop (not remove) a container; its route goes first."""
+        self._unroute(container)
         self.runtime.stop(container.id, timeout=self.stop_timeout)
 
     def remove(self, container: Container) -> None:
-        """Stop and remove a container."""
+        """Stop and remove a container; its route goes first."""
+        self._unroute(container)
         self.runtime.stop(container.id, timeout=self.stop_timeout)
         self.runtime.remove(container.id)
 

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gitops import labels as L
@@ -36,7 +37,9 @@ from gitops.plan import Action, Plan, Step, foreign_owner, make_plan
 from gitops.runtime.protocol import Runtime
 from gitops.runtime.objects import Container, Observed
 from gitops.source import CONFIG_REPOSITORY, NO_SOURCE, GitCheckout, Revision, resolve
+from gitops.routes import RouteTable
 from gitops.spec import Desired
+from gitops.traefik import TraefikManager, TraefikMode, TraefikState
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -83,6 +86,11 @@ class Engine:
                                              workspace=self.workspace)
         if self.deployer.workspace is None:  # an injected deployer (tests) labels containers the same way
             self.deployer.workspace = self.workspace
+        # Subdomain mode (a base URL is set): routes live in the route directory Traefik watches.
+        self.route = routing.RouteSettings.from_settings(settings)
+        self.routes = RouteTable(settings.routes_path, self.instance)
+        self.deployer.route = self.route
+        self.deployer.routes = self.routes
 
     # -- reading ---------------------------------------------------------
 
@@ -222,6 +230,12 @@ class Engine:
             d = load.desired.pop(name)
             load.errors.append(SpecError(d.file, d.line_of("exposed_port"), "exposed_port", message))
             broken.add(name)
+        base = self.settings.traefik_base_url
+        for name, d in load.desired.items():
+            if d.spec.subdomain and not base and (not only or name in only) and d.spec.enabled:
+                self.events.emit(Warned(name, f"{d.file}:{d.line_of('subdomain')}: subdomain {d.spec.subdomain!r} "
+                                        "needs a base URL: set TRAEFIK_BASE_URL (traefik_base_url in kalpana.yaml); "
+                                        "until then it is served in port mode"))
         note = None
         if not load.ok:
             note = f"pruning skipped: {len(load.errors)} file error(s) this run"
@@ -229,7 +243,23 @@ class Engine:
                          stopped=stopped, prune=prune and load.ok,
                          prune_note=note if prune else "--no-prune", only=only, broken=broken,
                          workspace=self.workspace, take_over=take_over)
+        plan.steps = [self._rerouted(step) for step in plan.steps]
         return plan, load, revisions
+
+    def _rerouted(self, step: Step) -> Step:
+        """A running container reached the wrong way (port mode vs subdomain, another host) is redeployed.
+
+        The base URL is a setting, not part of a deployment's hash: its change shows here, by the route label.
+        """
+        d, container = step.desired, step.container
+        if step.action is not Action.NOOP or d is None or container is None or not container.running:
+            return step
+        wanted = routing.route_host(d, self.settings.traefik_base_url)
+        if container.route_host == wanted:
+            return step
+        reason = (f"route changed: {routing.https_url(wanted)}" if wanted else "route changed: port mode") + \
+            (f" (was {routing.https_url(container.route_host)})" if container.route_host else " (was port mode)")
+        return Step(step.name, Action.REDEPLOY, reason, d, container, None, step.revision)
 
     def _fetch_sources(self, selected: list[Desired], automatic: bool) -> list[str]:
         """Fetch the git sources of ``selected``; a failure keeps the old checkout. Returns those that failed.
@@ -320,6 +350,8 @@ class Engine:
                 # Load the docker SDK before any record says BUILDING: an interrupt landing in the
                 # middle of that import would leave half-imported modules instead of a clean cancel.
                 self.runtime.load_sdk()
+            if any(self._routed(s) for s in plan.changes) or (force and any(self._routed(s) for s in plan.steps)):
+                self._ensure_traefik()
             changes = [f"{s.name} {s.action.value} ({s.reason})" for s in plan.changes]
             self.events.emit(Planned(None, "; ".join(changes) if changes else "nothing to change",
                                      changes=len(changes)))
@@ -347,6 +379,48 @@ class Engine:
             # Nothing changed on Docker when no step ran: the observation taken at the start still holds.
             self.housekeeping.prune_history(observed if not result.outcomes else None)
             return result
+
+    def _routed(self, step: Step) -> bool:
+        return bool(step.desired and step.desired.spec.enabled and step.action is not Action.REMOVE
+                    and routing.route_host(step.desired, self.settings.traefik_base_url))
+
+    def _ensure_traefik(self) -> TraefikState:
+        """Before the first routed container: the network and a Traefik (the user's, or kalpana-traefik).
+
+        Raises (naming the image) when kalpana-traefik's image is missing: no deployment is touched.
+        """
+        manager = TraefikManager(self.runtime, self.settings)
+        state, started = manager.up()
+        if started:
+            self.events.emit(PhaseEntered(None, f"started {state.container} ({state.image}) on network "
+                                          f"{state.network}, routes from {state.routes_dir}"))
+        if state.mode is TraefikMode.USER_LABELS:
+            self.events.emit(Warned(None, f"the Traefik on {state.network} ({state.container}) does not mount "
+                                    f"{state.routes_dir}: routes are Docker labels, and Traefik may send requests "
+                                    "to a new container before its health check passes (mount that directory and "
+                                    "add its file provider for zero-downtime switches)"))
+        if self.route is not None:
+            self.route = replace(self.route, labels=state.mode is TraefikMode.USER_LABELS)
+            self.deployer.route = self.route
+        return state
+
+    def traefik_up(self) -> tuple[TraefikState, bool]:
+        """`kalpana traefik up`: the network and kalpana-traefik (unless a user's Traefik serves); (state, started)."""
+        return TraefikManager(self.runtime, self.settings).up()
+
+    def traefik_down(self) -> Container | None:
+        """`kalpana traefik down`: stop and remove kalpana-traefik; its certificate volume stays."""
+        return TraefikManager(self.runtime, self.settings).down()
+
+    def traefik_state(self) -> TraefikState:
+        """`kalpana traefik status`."""
+        return TraefikManager(self.runtime, self.settings).state()
+
+    def routes_report(self) -> list:
+        """`kalpana routes`: every host routed, to which container and port, and whether that target is ready now."""
+        from gitops.route_report import report  # imported here: a no-op apply never needs it
+
+        return report(self.routes, self.runtime, self.load(), self.instance)
 
     def _execute(self, step: Step, revision: Revision, trigger: Trigger, force: bool) -> Outcome:
         self.events.emit(StepStarted(step.name, step.reason, action=step.action.value))
@@ -476,17 +550,22 @@ class Engine:
         old = step.container
         current_port = old.host_port if old else None
         address = self.settings.publish_address
-        port = routing.host_port(d, self.history, current=current_port, instance=self.instance, address=address)
-        self._phase(record, d.name, f"deploying {tag}" + (f" on {routing.url(port, address)}" if port else ""))
+        host = routing.route_host(d, self.settings.traefik_base_url)
+        if host and not d.spec.exposed_port:
+            port = None  # subdomain mode publishes no host port unless the file sets exposed_port
+        else:
+            port = routing.host_port(d, self.history, current=current_port, instance=self.instance, address=address)
+        where = routing.https_url(host) if host else routing.url(port, address)
+        self._phase(record, d.name, f"deploying {tag}" + (f" on {where}" if where else ""))
         rollout = self.deployer.rollout(d, tag, build_id=image_build or record.id, revision=revision, old=old,
                                         host_port=port, on_phase=lambda text: self._phase(record, d.name, text),
-                                        rolled_back_from=rolled_back_from)
+                                        rolled_back_from=rolled_back_from, route_host=host)
         durations["deploy"] = round(rollout.deploy_seconds, 3)
         if rollout.gap_seconds is not None:
             durations["gap"] = round(rollout.gap_seconds, 3)
         if rollout.trial_seconds is not None:
             durations["trial"] = round(rollout.trial_seconds, 3)
-        self._phase(record, d.name, "healthy; " + (f"serving on {routing.url(port, address)}" if port else "running"))
+        self._phase(record, d.name, "healthy; " + (f"serving on {where}" if where else "running"))
         return self._finish(record, BuildStatus.SUCCESS, None, durations)
 
     def _finish(self, record: Build, status: BuildStatus, error: str | None, durations: dict[str, float]) -> Build:

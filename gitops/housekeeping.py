@@ -63,7 +63,8 @@ class Housekeeping:
             self.events.emit(Recovered(build.deployment, f"build {build.id} was interrupted (process gone); marked FAILED"))
         observed = self.runtime.observe(self.instance)
         everything = list(observed.containers.values()) + observed.extra
-        trials = [c for c in everything if c.trial]
+        # A drained container (subdomain mode) is no longer routed: removed like a trial, never restored.
+        trials = [c for c in everything if c.trial or c.draining]
         for trial in trials:
             # A deploy died while proving its new version beside the old one, which it had not touched yet.
             self.runtime.remove(trial.id)

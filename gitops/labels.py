@@ -32,10 +32,20 @@ ROLLED_BACK_FROM = f"{PREFIX}.rolled-back-from"
 # nothing (it only gates the next deploy), but the plan says it changed.
 HEALTHCHECK_HASH = f"{PREFIX}.healthcheck-hash"
 
+# Subdomain mode: the host Traefik routes to the container, and its unique DNS alias on the Traefik
+# network (the route's server URL names it, so a rename or a new IP never breaks the route).
+ROUTE_HOST = f"{PREFIX}.route-host"
+ROUTE_ALIAS = f"{PREFIX}.route-alias"
+# What an infrastructure container (not a deployment's) is for: "traefik".
+ROLE = f"{PREFIX}.role"
+TRAEFIK_ROLE = "traefik"
+
 IMAGE_REPOSITORY = "kalpana"
 # Deployment names may not contain "--" (spec.py), so no deployment's own container ends like this.
 RETIRING_SUFFIX = "--retiring"
 CANDIDATE_SUFFIX = "--candidate"
+# Subdomain mode: the old container after its route moved to the new one, while requests drain.
+DRAINING_SUFFIX = "--draining"
 
 
 def instance_filter(instance: str) -> list[str]:
@@ -66,6 +76,16 @@ def candidate_name(instance: str, deployment: str) -> str:
     return f"{container_name(instance, deployment)}{CANDIDATE_SUFFIX}"
 
 
+def draining_name(instance: str, deployment: str) -> str:
+    """Name of an old container no route names any more, in its drain time before it stops (subdomain mode)."""
+    return f"{container_name(instance, deployment)}{DRAINING_SUFFIX}"
+
+
+def is_draining_name(name: str) -> bool:
+    """True for a drained container's name: a leftover one is removed, never restored."""
+    return name.endswith(DRAINING_SUFFIX)
+
+
 def is_candidate_name(name: str) -> bool:
     """True for a trial container's name: a leftover one is never the deployment's container."""
     return name.endswith(CANDIDATE_SUFFIX)
@@ -74,6 +94,16 @@ def is_candidate_name(name: str) -> bool:
 def is_retired_name(name: str) -> bool:
     """True for the name of an old container left half-way through a swap."""
     return name.endswith(RETIRING_SUFFIX)
+
+
+def traefik_name(instance: str) -> str:
+    """Kalpana's own Traefik container: ``kalpana-traefik`` (``<instance>_kalpana-traefik`` outside default)."""
+    return container_name(instance, "kalpana-traefik")
+
+
+def acme_volume(instance: str) -> str:
+    """The named volume holding Traefik's acme.json (certificates): never removed by Kalpana."""
+    return container_name(instance, "kalpana-traefik-acme")
 
 
 def image_repository(instance: str, deployment: str) -> str:

@@ -160,8 +160,29 @@ def load_directory(directory: Path, *, workspace: Path, default_image: str | Non
     # Duplicates poison both: neither is safe to apply.
     result.desired = {n: d for n, d in seen.items() if n not in duplicated}
     clashing = _port_clashes(result.desired.values(), result.errors)
+    clashing |= _subdomain_clashes(result.desired.values(), result.errors)
     result.desired = {n: d for n, d in result.desired.items() if n not in clashing}
     return result
+
+
+def _subdomain_clashes(desired: Iterable[Desired], errors: list[SpecError]) -> set[str]:
+    """Report a subdomain two enabled deployments claim (at the second, naming the first); return both names."""
+    first: dict[str, Desired] = {}
+    clashing: set[str] = set()
+    for d in desired:
+        sub = d.spec.subdomain
+        if not sub or not d.spec.enabled:
+            continue
+        if sub not in first:
+            first[sub] = d
+            continue
+        other = first[sub]
+        clashing |= {other.name, d.name}
+        errors.append(SpecError(d.file, d.line_of("subdomain"), "subdomain",
+                                f"subdomain {sub!r} is also claimed by {other.file}:{other.line_of('subdomain')} "
+                                f"(deployment {other.name!r}): one host serves one deployment, give each its own "
+                                "subdomain"))
+    return clashing
 
 
 def _port_clashes(desired: Iterable[Desired], errors: list[SpecError]) -> set[str]:

@@ -1,10 +1,23 @@
-"""How a deployment is reached: its host port (port mode).
+"""How a deployment is reached: its host port (port mode) or its Traefik route (subdomain mode).
 
-When a file sets no ``exposed_port``, one is assigned once, remembered as
+Port mode: when a file sets no ``exposed_port``, one is assigned once, remembered as
 operator intent in the history database, and kept across redeploys so the
 URL never changes. Host ports are published on one address of this host
-(``publish_address``: every interface by default). Traefik routing arrives
-in a later change.
+(``publish_address``: every interface by default).
+
+Subdomain mode (``traefik_base_url`` set and the file names a ``subdomain``): the
+deployment is served at ``https://<subdomain>.<base-url>``. Its route is a Traefik
+*file provider* document (``route_document``) that Kalpana writes only once the
+container it names is healthy; the keys follow Traefik's documented reference:
+
+- routers/services in a file: https://doc.traefik.io/traefik/reference/routing-configuration/other-providers/file/
+  and https://doc.traefik.io/traefik/providers/file/ (``http.routers.<r>.rule/entryPoints/service/tls``,
+  ``http.services.<s>.loadBalancer.servers[].url``)
+- ``tls.certResolver``: https://doc.traefik.io/traefik/https/acme/ ("each router ... must reference it")
+- Docker labels (``traefik_labels``, only for a Traefik that cannot read our route directory):
+  https://doc.traefik.io/traefik/routing/providers/docker/ (``traefik.enable``,
+  ``traefik.http.routers.<r>.rule``, ``...entrypoints``, ``...tls.certresolver``, ``...service``,
+  ``traefik.http.services.<s>.loadbalancer.server.port``, ``traefik.docker.network``)
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Protocol
 
 from gitops.errors import KalpanaError
 from gitops.spec import Desired
+from dataclasses import dataclass
 
 if TYPE_CHECKING:
     from gitops.runtime.objects import Observed
@@ -132,3 +146,80 @@ def url(port: int | None, address: str = ANY_ADDRESS) -> str | None:
     if host in ("127.0.0.1", "::1"):
         return f"http://localhost:{port}"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+# -- subdomain mode ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """What subdomain mode needs from the settings (one value, so the deployer takes no dozen keywords)."""
+
+    base_url: str
+    network: str
+    entrypoint: str = "websecure"
+    cert_resolver: str = "letsencrypt"
+    drain_seconds: float = 3.0
+    labels: bool = False  # the Traefik in use reads Docker labels only (no access to our route directory)
+
+    @classmethod
+    def from_settings(cls, settings) -> "RouteSettings | None":
+        """None without a base URL (every deployment is in port mode)."""
+        if not settings.traefik_base_url:
+            return None
+        return cls(settings.traefik_base_url, settings.traefik_network, settings.traefik_websecure_entrypoint,
+                   settings.traefik_cert_resolver, settings.traefik_drain_seconds)
+
+
+def route_host(desired: Desired, base_url: str | None) -> str | None:
+    """``<subdomain>.<base-url>`` in subdomain mode; None in port mode (no base URL or no subdomain)."""
+    if not (base_url and desired.spec.subdomain and desired.spec.port):
+        return None
+    return f"{desired.spec.subdomain}.{base_url}"
+
+
+def route_name(instance: str, deployment: str) -> str:
+    """The router's and the service's name: unique per instance and deployment on one Traefik."""
+    return f"kalpana-{instance}-{deployment}"
+
+
+def server_url(alias: str, port: int) -> str:
+    """Where Traefik sends requests: the container's alias on the shared network, and the deployment's port."""
+    return f"http://{alias}:{port}"
+
+
+def route_document(name: str, host: str, servers: Iterable[str], route: RouteSettings) -> dict:
+    """One deployment's dynamic configuration for Traefik's file provider.
+
+    A router on the websecure entrypoint with ``Host(`host`)`` and the certificate resolver, and an
+    explicit service listing ``servers`` (only containers Kalpana proved healthy). The HTTP->HTTPS
+    redirect is the web entrypoint's (static configuration, ``traefik.command``).
+    """
+    return {"http": {
+        "routers": {name: {"rule": f"Host(`{host}`)", "entryPoints": [route.entrypoint], "service": name,
+                           "tls": {"certResolver": route.cert_resolver}}},
+        "services": {name: {"loadBalancer": {"servers": [{"url": url} for url in servers]}}},
+    }}
+
+
+def route_labels(name: str, host: str, port: int, route: RouteSettings) -> dict[str, str]:
+    """Docker provider labels for the same route (only for a Traefik without our route directory).
+
+    Limit: Traefik's Docker provider routes to a container as soon as it runs (unless the image has a
+    Docker HEALTHCHECK), so a redeploy in this mode can send requests to a container still starting.
+    """
+    return {
+        "traefik.enable": "true",
+        f"traefik.http.routers.{name}.rule": f"Host(`{host}`)",
+        f"traefik.http.routers.{name}.entrypoints": route.entrypoint,
+        f"traefik.http.routers.{name}.tls.certresolver": route.cert_resolver,
+        f"traefik.http.routers.{name}.service": name,
+        f"traefik.http.services.{name}.loadbalancer.server.port": str(port),
+        # On several networks Traefik would pick one at random (intermittent 504s): name ours.
+        "traefik.docker.network": route.network,
+    }
+
+
+def https_url(host: str) -> str:
+    """The address users open in subdomain mode."""
+    return f"https://{host}"

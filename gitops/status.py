@@ -126,7 +126,8 @@ def report(load: LoadResult, runtime: Runtime, history: History | Snapshot, inst
                 uptime = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
         port = container.host_port if container else None
         rows.append(DeploymentStatus(
-            name=name, state=state, url=routing.url(port, publish_address) if state is State.RUNNING else None,
+            name=name, state=state, url=(routing.https_url(container.route_host) if container.route_host
+                                         else routing.url(port, publish_address)) if state is State.RUNNING else None,
             build_id=container.build_id if container else None, image=container.image if container else None,
             uptime_seconds=uptime, container=container.name if container else None,
             # An interrupted build is recorded FAILED by the next run: say so now.

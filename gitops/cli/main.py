@@ -89,7 +89,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from gitops.cli import commands, init, operate, watch  # noqa: F401 - registers the commands
+    from gitops.cli import commands, init, operate, routing_cmds, watch  # noqa: F401 - registers the commands
     # SIGTERM (systemd, CI timeouts, `kill`) gets what Ctrl-C gets: the build is recorded
     # CANCELLED and the old container restored, instead of a silent death mid-swap.
     signal.signal(signal.SIGTERM, _interrupt)

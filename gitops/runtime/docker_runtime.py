@@ -197,8 +197,15 @@ class DockerRuntime:
         # The default (every interface) is Docker's own default binding, IPv4 and IPv6 alike; an
         # explicit 0.0.0.0 binding would drop IPv6 and with it clients that resolve localhost to ::1.
         bound = host_port if config.publish_address in (None, "0.0.0.0", "::") else (config.publish_address, host_port)
+        bindings: dict = {port: bound} if port and host_port else {}
+        for inside, address, outside in config.published:
+            bindings[inside] = outside if address in ("", "0.0.0.0", "::") else (address, outside)
+        binds = {source: {"bind": target, "mode": "ro" if read_only else "rw"}
+                 for source, target, read_only in config.mounts}
         host_config = self.api.create_host_config(
-            port_bindings={port: bound} if port and host_port else None,
+            port_bindings=bindings or None,
+            binds=binds or None,
+            network_mode=config.network,
             restart_policy={"Name": "unless-stopped"},
             # An init as PID 1 forwards SIGTERM: a shell or httpd as PID 1 ignores it,
             # and every stop would then wait the whole grace period.
@@ -208,13 +215,48 @@ class DockerRuntime:
         )
         with self._guard():
             try:
+                networking = self.api.create_networking_config(
+                    {config.network: self.api.create_endpoint_config(aliases=list(config.aliases) or None)}) \
+                    if config.network else None
+                exposed = ([port] if port else []) + [inside for inside, _, _ in config.published]
                 created = self.api.create_container(
                     image=config.image, name=config.name, command=config.command, entrypoint=config.entrypoint,
                     working_dir=config.working_dir, environment=config.env, labels=config.labels,
-                    ports=[port] if port else None, host_config=host_config, detach=True)
+                    ports=exposed or None, host_config=host_config, networking_config=networking, detach=True)
             except derrors.APIError as exc:
                 raise KalpanaError(f"cannot create container {config.name}: {_short(exc)}") from None
         return created["Id"]
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> bool:
+        """Create a bridge network ``name`` unless one exists; True when it was created."""
+        with self._guard():
+            if any(n.get("Name") == name for n in self.api.networks(names=[name])):
+                return False
+            self.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
+        return True
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Create a named volume unless it exists (an existing one, with its certificates, is kept as it is)."""
+        with self._guard():
+            try:
+                self.api.inspect_volume(name)
+            except derrors.NotFound:
+                self.api.create_volume(name, labels=labels)
+
+    def container_named(self, name: str) -> Container | None:
+        """Any container called exactly ``name`` (Docker's name filter matches substrings)."""
+        with self._guard():
+            raw = self.api.containers(all=True, filters={"name": name})
+        for c in raw:
+            if name in [n.lstrip("/") for n in c.get("Names") or []]:
+                return Container.from_ps(c)
+        return None
+
+    def containers_on_network(self, network: str) -> list[Container]:
+        """Running containers attached to ``network``."""
+        with self._guard():
+            raw = self.api.containers(filters={"network": network})
+        return [Container.from_ps(c) for c in raw]
 
     def start(self, container_id: str) -> None:
         """Start a container; a port already taken is explained."""

@@ -24,6 +24,8 @@ class Container:
     labels: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
     ports: tuple[tuple[int, int], ...] = ()  # (container port, host port)
+    mounts: tuple[str, ...] = ()  # sources: host directories, or volume names
+    networks: tuple[str, ...] = ()
 
     @classmethod
     def from_ps(cls, raw: dict) -> "Container":
@@ -32,7 +34,9 @@ class Container:
         ports = tuple((p["PrivatePort"], p["PublicPort"]) for p in raw.get("Ports") or [] if p.get("PublicPort"))
         return cls(id=raw["Id"], name=names[0].lstrip("/"), state=raw.get("State", ""), status=raw.get("Status", ""),
                    image=raw.get("Image", ""), labels=raw.get("Labels") or {}, created=float(raw.get("Created", 0)),
-                   ports=tuple(sorted(set(ports))))
+                   ports=tuple(sorted(set(ports))),
+                   mounts=tuple(m.get("Source") or m.get("Name") or "" for m in raw.get("Mounts") or []),
+                   networks=tuple(((raw.get("NetworkSettings") or {}).get("Networks") or {}).keys()))
 
     @property
     def running(self) -> bool:
@@ -68,9 +72,24 @@ class Container:
         return L.is_candidate_name(self.name)
 
     @property
+    def draining(self) -> bool:
+        """An old container whose route already moved to its successor (subdomain mode): only to be removed."""
+        return L.is_draining_name(self.name)
+
+    @property
     def host_port(self) -> int | None:
         value = self.labels.get(L.HOST_PORT)
         return int(value) if value else None
+
+    @property
+    def route_host(self) -> str | None:
+        """The host name Traefik routes to it (subdomain mode), else None."""
+        return self.labels.get(L.ROUTE_HOST) or None
+
+    @property
+    def route_alias(self) -> str | None:
+        """Its DNS name on the Traefik network, which its route's server URL names."""
+        return self.labels.get(L.ROUTE_ALIAS) or None
 
 
 @dataclass(frozen=True)
@@ -122,7 +141,9 @@ class Observed:
         """Group containers and images by deployment label."""
         observed = cls()
         # Prefer the running, newest container that is neither retiring nor a trial as "the" container.
-        for c in sorted(containers, key=lambda c: (not (c.retiring or c.trial), c.running, c.created)):
+        for c in sorted(containers, key=lambda c: (not (c.retiring or c.trial or c.draining), c.running, c.created)):
+            if c.labels.get(L.ROLE):  # Kalpana's own Traefik: no deployment's container
+                continue
             if c.deployment in observed.containers:
                 observed.extra.append(observed.containers[c.deployment])
             observed.containers[c.deployment] = c

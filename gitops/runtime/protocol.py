@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Callable, Iterator, Protocol
 
-from gitops.runtime.objects import Observed
+from gitops.runtime.objects import Container, Observed
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,14 @@ class ContainerConfig:
     publish_address: str = "0.0.0.0"  # the host address ``host_port`` is published on (settings.publish_address)
     memory: int | None = None  # bytes
     cpus: float | None = None
+    # Subdomain mode: the one network the container joins (instead of Docker's default bridge), and
+    # DNS names it answers to there (Traefik's route names its server by such an alias).
+    network: str | None = None
+    aliases: tuple[str, ...] = ()
+    # Further published ports: (container port, host address, host port), e.g. Traefik's 80 and 443.
+    published: tuple[tuple[int, str, int], ...] = ()
+    # (source, target, read_only): a source with a "/" is a host directory, else a named volume.
+    mounts: tuple[tuple[str, str, bool], ...] = ()
 
 
 class Runtime(Protocol):
@@ -81,6 +89,18 @@ class Runtime(Protocol):
 
     def rename(self, container_id: str, name: str) -> None:
         """Rename a container (frees its name for a successor)."""
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> bool:
+        """Create a bridge network ``name`` (with ``labels``) unless one exists; True when it was created."""
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Create a named volume unless it exists."""
+
+    def container_named(self, name: str) -> Container | None:
+        """Any container (of any instance or none) called ``name``."""
+
+    def containers_on_network(self, network: str) -> list[Container]:
+        """Running containers attached to ``network`` (whoever made them)."""
 
     def logs(self, container_id: str, tail: int | str = "all") -> str:
         """The container's output (last ``tail`` lines); "" when it is gone."""

@@ -37,9 +37,13 @@ from gitops.runtime.protocol import ContainerConfig
 #: Every method of the Runtime protocol.
 METHODS = frozenset({"load_sdk", "observe", "exit_info", "address_of", "started_at", "ensure_image", "build",
                      "image_exists", "remove_image", "create", "start", "stop", "remove", "rename", "logs",
-                     "follow_logs"})
+                     "follow_logs", "ensure_network", "ensure_volume", "container_named", "containers_on_network"})
 #: Calls that only look.
-READS = frozenset({"observe", "exit_info", "address_of", "started_at", "image_exists", "logs", "follow_logs"})
+READS = frozenset({"observe", "exit_info", "address_of", "started_at", "image_exists", "logs", "follow_logs",
+                   "container_named", "containers_on_network"})
+#: What setting up Traefik takes.
+TRAEFIK = frozenset({"ensure_network", "ensure_volume", "container_named", "containers_on_network", "ensure_image",
+                     "create", "start"})
 #: What building an image takes.
 BUILD = frozenset({"load_sdk", "ensure_image", "build"})
 #: What a rollout (swap, restore, health wait) takes.
@@ -89,8 +93,12 @@ class FakeContainer:
         status = {"running": "Up 5 minutes", "created": "Created",
                   "restarting": f"Restarting ({self.exit_code}) 1 second ago"}.get(
                       self.state, f"Exited ({self.exit_code}) 1 second ago")
+        mounts = [{"Source": source, "Destination": target} for source, target, _ in
+                  (self.config.mounts if self.config else ())]
+        network = self.config.network if self.config and self.config.network else "bridge"
         return {"Id": self.id, "Names": [f"/{self.name}"], "Image": self.image, "State": self.state,
-                "Status": status, "Labels": dict(self.labels), "Created": self.created, "Ports": ports}
+                "Status": status, "Labels": dict(self.labels), "Created": self.created, "Ports": ports,
+                "Mounts": mounts, "NetworkSettings": {"Networks": {network: {}}}}
 
 
 @dataclass
@@ -134,6 +142,8 @@ class FakeRuntime:
         self._next_containers: list[Behaviour] = []
         self._builds: list[_BuildScript] = []
         self._serial = 0
+        self.networks: dict[str, dict[str, str]] = {}  # name -> labels
+        self.volumes: dict[str, dict[str, str]] = {}
         self.allow(*allow)
 
     # -- what the test expects -------------------------------------------
@@ -339,6 +349,31 @@ class FakeRuntime:
         if holder is not None and holder.id != container_id:
             raise KalpanaError(f"Conflict. The container name \"/{name}\" is already in use by {holder.id[:12]}")
         container.name = name
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> bool:
+        """Create the network unless it exists; True when created."""
+        self._call("ensure_network", name, labels)
+        if name in self.networks:
+            return False
+        self.networks[name] = dict(labels)
+        return True
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Create the volume unless it exists."""
+        self._call("ensure_volume", name, labels)
+        self.volumes.setdefault(name, dict(labels))
+
+    def container_named(self, name: str) -> Container | None:
+        """Any container called ``name``."""
+        self._call("container_named", name)
+        found = self.by_name(name)
+        return Container.from_ps(found.raw()) if found else None
+
+    def containers_on_network(self, network: str) -> list[Container]:
+        """Running containers whose config names ``network``."""
+        self._call("containers_on_network", network)
+        return [Container.from_ps(c.raw()) for c in self.containers.values()
+                if c.state == "running" and c.config is not None and c.config.network == network]
 
     def logs(self, container_id: str, tail: int | str = "all") -> str:
         """Its scripted output (last ``tail`` lines); "" when it is gone."""

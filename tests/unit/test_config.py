@@ -35,6 +35,16 @@ ENV_VALUES = {
     "traefik_base_url": ("apps.example.org", "apps.example.org"),
     "traefik_email": ("ops@example.org", "ops@example.org"),
     "traefik_network": ("proxy-net", "proxy-net"),
+    "traefik_image": ("traefik:v2.10", "traefik:v2.10"),
+    "traefik_web_entrypoint": ("http", "http"),
+    "traefik_websecure_entrypoint": ("https", "https"),
+    "traefik_cert_resolver": ("le", "le"),
+    "traefik_acme_staging": ("true", True),
+    "traefik_http_port": ("8000", 8000),
+    "traefik_https_port": ("8443", 8443),
+    "traefik_dashboard": ("1", True),
+    "traefik_dashboard_address": ("10.0.0.5:9090", "10.0.0.5:9090"),
+    "traefik_drain_seconds": ("0.5", 0.5),
     "listen": ("0.0.0.0:9100", "0.0.0.0:9100"),
     "public_url": ("https://hooks.example.org", "https://hooks.example.org"),
     "webhook_secret": ("s3cret", "s3cret"),
@@ -324,3 +334,17 @@ def test_example_config_loads_with_every_commented_key_enabled(tmp_path: Path) -
     s = load_settings(config, environ={})
     assert s.default_image and s.docker_host and s.traefik_base_url and s.traefik_email
     assert isinstance(s, Settings)
+
+
+@pytest.mark.parametrize("value", ["exa_mple.com", "a..b", "example.com:8443", "-bad.example.com"])
+def test_base_url_that_is_not_a_domain_name_names_the_variable_and_field(cwd: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"TRAEFIK_BASE_URL": value})
+    text = str(info.value)
+    assert text.startswith("TRAEFIK_BASE_URL (environment): traefik_base_url: "), text
+    assert "is not a domain name" in text
+
+
+def test_base_url_is_kept_bare_and_lowercase(cwd: Path) -> None:
+    assert load_settings(None, environ={"TRAEFIK_BASE_URL": "https://Apps.Example.com/"}).traefik_base_url \
+        == "apps.example.com"
