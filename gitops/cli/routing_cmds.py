@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import click
 
 from gitops.cli.commands import json_option, pass_ctx
 from gitops.cli.main import Context, cli

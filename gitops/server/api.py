@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gitops.build import Build as CoreBuild
 from gitops.build_logs import BuildNotFound
-from gitops.deployment_files import FileConflict, InvalidDeployment
+from gitops.deployment_files import InvalidDeployment
 from gitops.engine import Engine
 from gitops.errors import DockerUnavailable, KalpanaError, LockTimeout, UnknownDeployment
 from gitops.history import History
