@@ -16,7 +16,6 @@ import io
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import docker

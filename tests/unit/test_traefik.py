@@ -28,7 +28,6 @@ from gitops.events import Events, Warned
 from gitops.history import History
 from gitops.loader import load_configured
 from gitops.routes import RouteTable
-from gitops.spec import HealthCheck
 
 INSTANCE = "unit"
 BASE = "apps.example.com"
