@@ -239,10 +239,10 @@ class Deployer:
             self.runtime.start(trial_id)
             self.wait_healthy(desired, trial_id, None, trial=True)
         except BaseException as exc:
-            if trial_id:
-                # A failing removal must not hide why the trial failed; the next run's recovery removes it.
-                with contextlib.suppress(KalpanaError):
-                    self.runtime.remove(trial_id)
+            # A failing removal must not hide why the trial failed; the next run's recovery removes it.
+            # By name when create() never returned: Ctrl-C can land after Docker made the container.
+            with contextlib.suppress(KalpanaError):
+                self.runtime.remove(trial_id or trial.name)
             if isinstance(exc, KalpanaError) and not isinstance(exc, DeployFailed):
                 raise DeployFailed(f"{exc}; the previous container keeps serving") from None
             raise
