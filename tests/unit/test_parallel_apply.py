@@ -318,3 +318,68 @@ def test_ctrl_c_restores_the_old_container_of_a_step_waiting_for_health(project,
         assert container is not None and container.id == old[name] and container.state == "running", name
         assert project.history.list(name)[0].status is BuildStatus.CANCELLED
     assert {c.name for c in runtime.containers.values()} == {L.container_name(INSTANCE, n) for n in NAMES}
+
+
+def test_history_writes_from_many_threads_all_land(tmp_path):
+    from gitops.build import Trigger
+    from gitops.history import History
+
+    history = History(tmp_path / "state")
+
+    def one(i: int) -> str:
+        build = history.new_build(f"d{i}", Trigger.MANUAL, "create")
+        history.update(build.id, status=BuildStatus.BUILDING)
+        history.append_log(build.id, f"line of d{i}\n")
+        history.finish(build.id, BuildStatus.SUCCESS)
+        return build.id
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = history.list()
+    assert sorted(b.deployment for b in records) == sorted(f"d{i}" for i in range(16))
+    assert {b.status for b in records} == {BuildStatus.SUCCESS}
+    assert all(history.logs(b.id) == f"line of {b.deployment}\n" for b in records)
+
+
+def test_events_reach_a_subscriber_one_at_a_time():
+    from gitops.events import Events, Info
+
+    bus = Events()
+    inside = threading.Lock()
+    overlaps: list[str] = []
+
+    def slow(event: Event) -> None:
+        if not inside.acquire(blocking=False):
+            overlaps.append(event.message)
+            return
+        try:
+            threading.Event().wait(0.002)  # a write that takes a while: another thread's event must wait
+        finally:
+            inside.release()
+
+    bus.subscribe(slow)
+    threads = [threading.Thread(target=lambda i=i: [bus.emit(Info(f"d{i}", str(n))) for n in range(20)])
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+
+
+def test_live_spinner_lists_every_step_in_flight_and_stops_after_the_last():
+    from gitops.cli.render import Progress
+
+    progress = Progress()
+    progress._console = type("Quiet", (), {"print": lambda self, *a, **k: None, "is_terminal": False})()
+    progress(StepStarted("alpha", "new", action="create"))
+    progress(StepStarted("bravo", "new", action="create"))
+    progress(PhaseEntered("alpha", "building kalpana/alpha:1"))
+    assert progress.spinner_text() == "2 in flight: alpha: building kalpana/alpha:1; bravo: create"
+    progress(StepSucceeded("alpha", "create"))
+    assert progress.spinner_text() == "bravo: create"
+    progress(StepFailed("bravo", "boom"))
+    assert progress._running == {}
