@@ -52,6 +52,9 @@ class Settings(BaseModel):
     docker_host: str | None = Field(None, description="Docker address; defaults to DOCKER_HOST or the local socket.")
     lock_timeout: float = Field(300.0, ge=0, description="Seconds an apply waits for another one to finish.")
     stop_timeout: int = Field(10, ge=0, description="Seconds a container gets to stop before it is killed.")
+    parallelism: int = Field(default_factory=lambda: _default_parallelism(), ge=1,
+                             description="Deployments built and started at once by one apply (1: one after "
+                             "another); default min(4, CPUs).")
     keep_images: int = Field(5, ge=1, description="Images kept per deployment (rollback targets); older ones are removed.")
     log_tail: int = Field(20, ge=0, description="Container log lines quoted when a new container fails.")
     keep_builds: int = Field(50, ge=1, description="Build records (and their logs) kept per deployment; older ones "
@@ -271,3 +274,9 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
         hint = " (unknown key: see kalpana.yaml.example for every key)" if first["type"] == "extra_forbidden" else ""
         source = origin.get(str(first["loc"][0]), str(path)) if first["loc"] else str(path)
         raise ConfigError(f"{source}: {field}: {message}{hint}") from None
+
+
+def _default_parallelism() -> int:
+    # Several steps mostly wait (for Docker, for health checks): worth it even on 2 CPUs; capped so
+    # that 50 builds at once do not swamp a small host.
+    return max(1, min(4, os.cpu_count() or 1))

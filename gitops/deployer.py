@@ -127,6 +127,9 @@ class Deployer:
         # Subdomain mode (set by the engine when a base URL is configured): how routes look, and where they live.
         self.route: routing.RouteSettings | None = None
         self.routes: RouteTable | None = None
+        # Set by the engine while steps run on worker threads: raises KeyboardInterrupt once the run is
+        # cancelled (signals reach the main thread only), so a health wait ends as Ctrl-C would end it.
+        self.checkpoint: Callable[[], None] = _nothing
 
     def rollout(self, desired: Desired, image: str, *, build_id: str, revision: str, old: Container | None,
                 host_port: int | None, on_phase: Callable[[str], None],
@@ -300,6 +303,7 @@ class Deployer:
             if self._monotonic() >= deadline:
                 raise DeployFailed(self._failure(container_id, f"the new container was not healthy within "
                                                  f"{check.timeout:g} s (last probe: {last})"))
+            self.checkpoint()
             self._sleep(check.interval)
 
     def _describe(self, desired: Desired, host_port: int | None, *, trial: bool = False) -> str:
@@ -352,3 +356,6 @@ class Deployer:
         self.runtime.stop(container.id, timeout=self.stop_timeout)
         self.runtime.remove(container.id)
 
+
+def _nothing() -> None:
+    pass

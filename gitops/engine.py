@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import replace
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from gitops.overview import DeploymentView
+    from gitops.pool import Cancel
     from gitops.status import DeploymentStatus
     from gitops.webhook import Endpoint
 
@@ -81,6 +83,10 @@ class Engine:
         self.builder = Builder(runtime, self.instance, image_fallbacks=settings.image_fallbacks)
         self.housekeeping = Housekeeping(runtime, history, settings, self.events)
         self._reserved: dict[str, str] = {}  # build records made in advance, for the apply that runs now
+        # While steps run on worker threads: the run's cancel flag, and what only one of them may do at once.
+        self._cancel: Cancel | None = None
+        self._ports = threading.Lock()  # choosing a free host port, then recording it
+        self._images = threading.Lock()  # pruning old images
         self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
                                              log_tail=settings.log_tail, publish_address=settings.publish_address,
                                              workspace=self.workspace)
@@ -91,6 +97,7 @@ class Engine:
         self.routes = RouteTable(settings.routes_path, self.instance)
         self.deployer.route = self.route
         self.deployer.routes = self.routes
+        self.deployer.checkpoint = self._checkpoint
 
     # -- reading ---------------------------------------------------------
 
@@ -357,6 +364,7 @@ class Engine:
                                      changes=len(changes)))
             # --force returns to the files, not over the operator's `stop` (`deploy` and `start` lift that).
             held = self.history.stopped() if force else set()
+            slots: list[Outcome | tuple[Step, Revision, bool]] = []  # in plan order: refused, or to execute
             for step in plan.steps:
                 if forced(step.name) and step.name in held and step.action is Action.NOOP:
                     self.events.emit(Warned(step.name, "stopped by the operator: --force leaves it stopped "
@@ -366,7 +374,7 @@ class Engine:
                     step = Step(step.name, Action.REBUILD, "deploy requested by the operator", step.desired,
                                 step.container, None, step.revision)
                 if step.action is Action.FOREIGN and step.desired is not None and not heal:
-                    result.outcomes.append(self._refuse(step))
+                    slots.append(self._refuse(step))
                     continue
                 if not step.changes:
                     continue
@@ -374,11 +382,67 @@ class Engine:
                     self.events.emit(Warned(step.name, f"not healed: it needs {step.action.value} ({step.reason}), "
                                             "which waits for a file change, push or `kalpana apply`"))
                     continue
-                result.outcomes.append(self._execute(step, revisions.get(step.name, NO_SOURCE), trigger,
-                                                     forced(step.name)))
+                slots.append((step, revisions.get(step.name, NO_SOURCE), forced(step.name)))
+            done = iter(self._run_steps([s for s in slots if not isinstance(s, Outcome)], trigger, plan.steps))
+            result.outcomes.extend(s if isinstance(s, Outcome) else next(done) for s in slots)
             # Nothing changed on Docker when no step ran: the observation taken at the start still holds.
             self.housekeeping.prune_history(observed if not result.outcomes else None)
             return result
+
+    def _run_steps(self, work: list[tuple[Step, Revision, bool]], trigger: Trigger,
+                   planned: list[Step]) -> list[Outcome]:
+        """Execute ``work`` (step, revision, forced); outcomes in the same order.
+
+        Independent steps run ``parallelism`` at a time (see ``gitops.pool``); with 1, or a single
+        step, they run one after another on this thread, as they always did. Kept in order: the
+        steps of one deployment (one step each), removals (pruning) after every other step, and a
+        step whose exposed_port another deployment's container holds now after the step that
+        moves that one off it. A failed step does not stop the others.
+        """
+        size = min(self.settings.parallelism, len(work))
+        if size <= 1:
+            return [self._execute(step, revision, trigger, forced) for step, revision, forced in work]
+        held = {s.container.host_port: s.name for s in planned if s.container and s.container.host_port}
+
+        def waits(step: Step) -> bool:
+            port = step.desired.spec.exposed_port if step.desired else None
+            return step.action is Action.REMOVE or held.get(port, step.name) != step.name
+
+        first = [i for i, (step, _, _) in enumerate(work) if not waits(step)]
+        outcomes: dict[int, Outcome] = {}
+        outcomes.update(zip(first, self._run_parallel([work[i] for i in first], trigger, size)))
+        for i, (step, revision, forced) in enumerate(work):
+            if i not in outcomes:
+                outcomes[i] = self._execute(step, revision, trigger, forced)
+        return [outcomes[i] for i in range(len(work))]
+
+    def _run_parallel(self, work: list[tuple[Step, Revision, bool]], trigger: Trigger, size: int) -> list[Outcome]:
+        """The pool: every step on a worker thread; Ctrl-C cancels them all and waits (see ``gitops.pool``)."""
+        from gitops import pool  # imported here: a no-op apply never starts a thread
+
+        if len(work) <= 1:
+            return [self._execute(step, revision, trigger, forced) for step, revision, forced in work]
+        cancel = pool.Cancel()
+        self._cancel = cancel
+        try:
+            done = pool.run([lambda w=w: self._execute(w[0], w[1], trigger, w[2]) for w in work],
+                            min(size, len(work)), cancel)
+        finally:
+            self._cancel = None
+        cancelled = [d.error for d in done if isinstance(d.error, Cancelled)]
+        if cancelled:
+            raise Cancelled("\n".join(str(e) for e in cancelled))
+        if cancel.is_set or any(isinstance(d.error, KeyboardInterrupt) for d in done):
+            raise KeyboardInterrupt
+        for d in done:
+            if d.error is not None:
+                raise d.error  # a bug, not a failed deployment (those are outcomes): after the others finished
+        return [d.value for d in done]
+
+    def _checkpoint(self) -> None:
+        """On a worker thread of a cancelled run: KeyboardInterrupt, the cancel path of a step."""
+        if self._cancel is not None:
+            self._cancel.check()
 
     def _routed(self, step: Step) -> bool:
         return bool(step.desired and step.desired.spec.enabled and step.action is not Action.REMOVE
@@ -427,7 +491,8 @@ class Engine:
         try:
             if step.action in (Action.CREATE, Action.REBUILD):
                 build = self._build_and_deploy(step, revision, trigger, action="deploy" if force else step.action.value)
-                self.housekeeping.prune_images(step.name, keep=self.settings.keep_images)
+                with self._images:
+                    self.housekeeping.prune_images(step.name, keep=self.settings.keep_images)
                 return self._done(step, build)
             if step.action is Action.REDEPLOY:
                 image_build = step.container.build_id or "unknown"
@@ -481,11 +546,22 @@ class Engine:
             began = time.monotonic()
 
             def on_line(line: str) -> None:
+                self._checkpoint()  # a cancelled run's build stops at its next line
                 line = masker.mask(line)
                 self.history.append_log(record.id, line + "\n")
                 self.events.emit(LogLine(d.name, line, build_id=record.id))
 
-            tag = self.builder.build(d, revision, record.id, on_line)
+            self._checkpoint()
+            if self._cancel is None:  # on the main thread: Ctrl-C interrupts even a silent build
+                tag = self.builder.build(d, revision, record.id, on_line)
+            else:
+                # A build step may print nothing for minutes: wait for it where a cancel is seen at once.
+                # An abandoned build that still produces its image has it removed: no record owns it.
+                tag = self._cancel.call(lambda: self.builder.build(d, revision, record.id, on_line),
+                                        abandoned=self.runtime.remove_image)
+                if self._cancel.is_set:  # cancelled as the build ended: its image must not outlive the record
+                    self.runtime.remove_image(tag)
+                    raise KeyboardInterrupt
             durations["build"] = round(time.monotonic() - began, 3)
             self.history.update(record.id, image=tag, durations=dict(durations))
             return self._rollout(record, step, tag, revision.revision, durations)
@@ -554,7 +630,9 @@ class Engine:
         if host and not d.spec.exposed_port:
             port = None  # subdomain mode publishes no host port unless the file sets exposed_port
         else:
-            port = routing.host_port(d, self.history, current=current_port, instance=self.instance, address=address)
+            with self._ports:  # read the ports handed out, pick a free one, record it: one at a time
+                port = routing.host_port(d, self.history, current=current_port, instance=self.instance,
+                                         address=address)
         where = routing.https_url(host) if host else routing.url(port, address)
         self._phase(record, d.name, f"deploying {tag}" + (f" on {where}" if where else ""))
         rollout = self.deployer.rollout(d, tag, build_id=image_build or record.id, revision=revision, old=old,

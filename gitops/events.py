@@ -10,6 +10,7 @@ browsers. That makes these classes a public contract: each has a fixed
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -153,10 +154,17 @@ Listener = Callable[[Event], None]
 
 
 class Events:
-    """A tiny synchronous bus: subscribers are called in order, on the emitting thread."""
+    """A tiny synchronous bus: subscribers are called in order, on the emitting thread, one event at a time.
+
+    Steps of one apply run on several threads (see ``gitops.pool``); the bus delivers one event
+    to all subscribers before the next, so a subscriber need not be thread-safe itself and the
+    lines it writes (a terminal, the daemon's worker protocol) never interleave mid-line.
+    """
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        # Re-entrant: a subscriber may emit (the daemon relays what it hears).
+        self._lock = threading.RLock()
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` for every event from now on."""
@@ -164,5 +172,6 @@ class Events:
 
     def emit(self, event: Event) -> None:
         """Deliver one event to every subscriber."""
-        for listener in self._listeners:
-            listener(event)
+        with self._lock:
+            for listener in self._listeners:
+                listener(event)

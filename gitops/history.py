@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Collection, Iterable
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -158,12 +159,21 @@ class History:
                 "create it yourself or point state_dir in kalpana.yaml somewhere writable"
             ) from None
         self._lock = filelock.FileLock(str(self.lock_path), timeout=lock_timeout)
+        # The steps of one apply run on several threads: they queue here, in order, rather than
+        # poll the file lock against each other (and share one temporary file name, by pid).
+        self._threads = threading.RLock()
 
     # -- plumbing ---------------------------------------------------------
 
     @contextmanager
     def _db(self) -> Iterator[TinyDB]:
         """The lock held and a freshly opened database: one per operation."""
+        with self._threads:
+            with self._locked_db() as db:
+                yield db
+
+    @contextmanager
+    def _locked_db(self) -> Iterator[TinyDB]:
         try:
             # filelock polls; its 50 ms default lets a busy writer starve the others.
             self._lock.acquire(poll_interval=0.005)

@@ -112,6 +112,9 @@ def print_json(data: Any) -> None:
 class Progress:
     """Renders engine events live: a spinner on a terminal, plain lines otherwise.
 
+    Steps of several deployments may run at once: every line names its deployment, and the
+    spinner lists each step in flight with its latest phase, stopping when the last one ends.
+    The bus delivers one event at a time (``Events``), so this needs no lock of its own.
     With ``to_stderr`` (used by --json) progress goes to stderr so stdout stays one JSON document.
     """
 
@@ -119,6 +122,7 @@ class Progress:
         self._to_stderr = to_stderr
         self._console: Console | None = None
         self._status = None
+        self._running: dict[str, str] = {}  # deployment -> what it does now, in the order steps started
 
     @property
     def console(self) -> Console:
@@ -138,29 +142,48 @@ class Progress:
             self.console.print(f"  [dim]{escape(event.deployment or '')} |[/dim] {message}")
         elif isinstance(event, StepStarted):
             self.console.print(f"{name}[bold]{escape(event.action)}[/bold]: {message}")
-            self._spin(f"{event.deployment}: {event.action}")
+            self._spin(event.deployment, event.action)
         elif isinstance(event, PhaseEntered):
             self.console.print(f"  {name}-> {message}")
-            self._spin(f"{event.deployment}: {event.message}")
+            self._spin(event.deployment, event.message)
         elif isinstance(event, StepSucceeded):
-            self._stop()
+            self._ended(event.deployment)
             self.console.print(f"[green]OK[/green] {name}{message}")
         elif isinstance(event, StepFailed):
-            self._stop()
+            self._ended(event.deployment)
             self.console.print(f"[red]FAILED[/red] {name}{message}")
         elif isinstance(event, (Warned, LockWait)):
             self.console.print(f"[yellow]![/yellow] {name}{message}")
         elif isinstance(event, Recovered):
             self.console.print(f"[yellow]recovered[/yellow] {name}{message}")
 
-    def _spin(self, text: str) -> None:
+    def spinner_text(self) -> str:
+        """What the spinner says: the one step in flight, or how many and each one's phase."""
+        if len(self._running) == 1:
+            (who, what), = self._running.items()
+            return f"{who}: {what}"
+        return f"{len(self._running)} in flight: " + "; ".join(f"{who}: {what}" for who, what in self._running.items())
+
+    def _spin(self, deployment: str | None, text: str) -> None:
+        if deployment is None:
+            return  # a run-wide phase (Traefik started, a config fetch): its line is enough
+        self._running[deployment] = text
         if not self.live:
             return
+        # One line: a long list is cut at the terminal's width rather than wrapped over the output.
+        shown = escape(_cut(self.spinner_text(), max(20, self.console.width - 4)))
         if self._status is None:
-            self._status = self.console.status(escape(text))
+            self._status = self.console.status(shown)
             self._status.start()
         else:
-            self._status.update(escape(text))
+            self._status.update(shown)
+
+    def _ended(self, deployment: str | None) -> None:
+        self._running.pop(deployment, None)
+        if not self._running:
+            self._stop()
+        elif self._status is not None:
+            self._status.update(escape(_cut(self.spinner_text(), max(20, self.console.width - 4))))
 
     def _stop(self) -> None:
         if self._status is not None:
@@ -168,6 +191,7 @@ class Progress:
             self._status = None
 
     def close(self) -> None:
+        self._running.clear()
         self._stop()
 
 
@@ -377,3 +401,7 @@ def first_line(text: str | None, width: int) -> str:
     """Tables show the start of long messages; --json and `logs` have them whole."""
     line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -27,6 +27,7 @@ ENV_VALUES = {
     "lock_timeout": ("7.5", 7.5),
     "stop_timeout": ("3", 3),
     "keep_images": ("2", 2),
+    "parallelism": ("3", 3),
     "log_tail": ("0", 0),
     "keep_builds": ("7", 7),
     "max_log_bytes": ("20000", 20000),
