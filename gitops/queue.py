@@ -3,7 +3,8 @@
 Triggers (file saves, webhooks, polls, drift) ``submit`` jobs. Jobs that
 arrive while another waits are merged into it, and the worker starts only
 after a short quiet period, so ten pushes in a second give one build of the
-newest commit. A push for a deployment that is being built *now* cancels
+newest commit. An ``eager`` queue (the daemon's) starts a job that finds it idle
+at once: only what arrives while a job waits or runs waits for the quiet period. A push for a deployment that is being built *now* cancels
 that build ("superseded by <sha>"): building an obsolete commit on a small
 machine only delays the version the user just pushed.
 
@@ -115,12 +116,14 @@ class WorkQueue:
     """
 
     def __init__(self, runner: Callable[[Running], None], *, quiet: float = 0.3, max_wait: float = 2.0,
+                 eager: bool = False,
                  on_supersede: Callable[[Running, Job], None] = lambda running, job: None,
                  on_error: Callable[[Job, Exception], None] = lambda job, exc: None,
                  clock: Clock | None = None):
         self._runner = runner
         self._quiet = quiet
         self._max_wait = max_wait
+        self._eager = eager
         self._on_supersede = on_supersede
         self._on_error = on_error
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -130,6 +133,7 @@ class WorkQueue:
         self._deferred_at = 0.0
         self._first_at = 0.0
         self._last_at = 0.0
+        self._at_once = False  # the pending job found the queue idle (eager): no quiet period
         self._running: Running | None = None
         self._closed = False
         self._stopped = False  # the worker has left its loop
@@ -178,6 +182,7 @@ class WorkQueue:
     def _add(self, job: Job, now: float) -> None:
         if self._pending is None:
             self._pending, self._first_at = job, now
+            self._at_once = self._eager and self._running is None
         else:
             self._pending = self._pending.merge(job)
         self._last_at = now
@@ -228,7 +233,8 @@ class WorkQueue:
                         self._deferred = None
                     wake = self._deferred_at if self._deferred is not None else None
                     if self._pending is not None:
-                        settle = min(self._last_at + self._quiet, self._first_at + self._max_wait)
+                        settle = now if self._at_once else min(self._last_at + self._quiet,
+                                                               self._first_at + self._max_wait)
                         if now >= settle:
                             break
                         wake = settle if wake is None else min(wake, settle)
