@@ -175,6 +175,12 @@ class Worker:
         """Kill the child waiting for the next job; call when no run will come (the daemon stops)."""
         self._warm.close()
 
+    @property
+    def warm_pid(self) -> int | None:
+        """The process started for the next job, if one waits (tests, diagnostics)."""
+        waiting = self._warm.waiting
+        return waiting.pid if waiting is not None else None
+
     def run(self, running: Running) -> Verdict:
         """Run ``running.job`` to its end (or cancel it when asked); reports JobStarted / JobFinished.
 
