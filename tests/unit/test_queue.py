@@ -563,3 +563,52 @@ def test_close_drops_a_waiting_retry(make_queue, clock):
     assert queue.retry_waiting is None
     clock.advance(10)
     assert runner.runs == []
+
+
+# -- eager (the daemon's queue): an idle queue starts a job at once ----------------------------
+
+
+def test_an_eager_queue_starts_a_job_that_finds_it_idle_at_once(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner, eager=True)
+    wait_idle(clock, queue)
+    submitted = clock.now()
+    queue.submit(Job(frozenset({"web"}), Trigger.AUTO, reasons=["file change"]))
+    runner.wait_for_runs(1)
+    assert runner.started_at == [submitted], "no quiet period for a job that finds the queue idle"
+
+
+def test_an_eager_queue_still_coalesces_what_arrives_while_a_job_runs(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
+    queue = make_queue(runner, eager=True)
+    queue.submit(Job(frozenset({"web"}), Trigger.AUTO, reasons=["file change"]))
+    runner.wait_for_runs(1)
+    arrived = clock.now()
+    for name in ("api", "db", "api"):
+        queue.submit(Job(frozenset({name}), Trigger.AUTO, reasons=["file change"]))
+    runner.release.set()  # the first run ends; the others wait out their quiet period, as one job
+    clock.wait_parked(until=arrived + QUIET, thread=WORKER)
+    assert len(runner.runs) == 1
+    clock.advance(QUIET)
+    runner.wait_for_runs(2)
+    wait_idle(clock, queue)
+    assert len(runner.runs) == 2
+    assert runner.jobs[1].names == {"api", "db"}
+
+
+def test_in_an_eager_queue_a_burst_of_pushes_gives_one_cancelled_run_and_one_of_the_newest(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
+    queue = make_queue(runner, eager=True)
+    burst_at = clock.now()
+    for i in range(10):
+        queue.submit(push({"web"}, SHA[i]))
+        if i == 0:
+            runner.wait_for_runs(1)  # at once, before the second push
+    first = runner.runs[0]
+    assert first.job.commit == SHA[0] and first.cancel_reason == f"superseded by {SHA[1][:7]}"
+    pass_quiet_period(clock, burst_at)
+    second = runner.wait_for_runs(2)[1]
+    assert second.job.commit == SHA[9]
+    runner.release.set()
+    wait_idle(clock, queue)
+    assert len(runner.runs) == 2
