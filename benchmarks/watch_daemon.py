@@ -1044,9 +1044,9 @@ def print_report(r: dict[str, Any]) -> None:
     if r.get("baseline"):
         base = r["baseline"]
         this, ref = base["this"], base["baseline"]
-        print(f"\nissue 12 target 3, this tree beside {base['ref']} ({base['rounds']} rounds each, taking turns; "
+        print(f"\nissue 12 target 3, this tree beside {base['ref'][:12]} ({base['rounds']} rounds each, taking turns; "
               f"medians of {this['reps']['b']} webhook and {this['reps']['c']} save reps per side; "
-              f"load average per round: this {this['loadavg']}, {base['ref']} {ref['loadavg']})")
+              f"load average per round: this {this['loadavg']}, {base['ref'][:12]} {ref['loadavg']})")
         print(f"  {'':52} {'this':>8} {base['ref'][:8]:>8} {'ratio':>6} {'target':>7}  verdict")
         for label, key, target in (
                 ("webhook -> serving - build, traffic", "webhook_traffic", TARGETS_12["webhook_to_serving_minus_build_s"]),
