@@ -53,6 +53,7 @@ def test_a_job_runs_in_the_worker_started_before_it_and_a_cancel_still_kills_it(
     p.write_deployment("warm", web_spec("warm", env={"V": "2"}))
     wait_serving(port, "v2", timeout=120)
     daemon.wait_event("job_done", after=mark, timeout=120)
+    assert builds(p, "warm")[0]["pid"] == waiting, "the build ran in the worker that waited before the save"
     wait_until(lambda: not alive(waiting), what=f"the worker {waiting} that ran the job to exit")
     [running] = wait_until(lambda: workers(daemon.pid) or None, what="a new worker for the next job")
     assert running != waiting
@@ -65,7 +66,7 @@ def test_a_job_runs_in_the_worker_started_before_it_and_a_cancel_still_kills_it(
     daemon.wait_for(lambda e: e.get("event") == "phase" and e.get("deployment") == "warm"
                     and str(e.get("message", "")).startswith("building"), after=mark, timeout=120,
                     what="the build of v3")
-    assert alive(running), "the job went to the worker that was waiting for it"
+    assert builds(p, "warm")[0]["pid"] == running, "the job went to the worker that was waiting for it"
     spare = wait_until(lambda: workers(daemon.pid) - {running} or None, what="the worker for the job after")
     assert daemon.terminate() == 0
     assert not alive(running) and not any(alive(pid) for pid in spare), "a worker outlived the daemon"
