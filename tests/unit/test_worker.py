@@ -139,8 +139,9 @@ def test_when_relaying_fails_the_child_is_killed_not_left_blocked(tmp_path, monk
         import os, sys
         from gitops import worker_protocol as wire
         from gitops.events import LogLine
-        open({str(pid_file)!r}, "w").write(str(os.getpid()))
-        sys.stdin.readline()
+        if not sys.stdin.readline():
+            sys.exit(0)  # the child started for a next job that never came
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))  # the one that runs the job
         while True:
             sys.stdout.write(wire.encode_event(LogLine("web", "x" * 200)))
     """))
