@@ -330,7 +330,8 @@ def bench_against_baseline(args, daemon: Daemon, project: KalpanaProject, listen
                 if daemon is not None:
                     daemon.stop()
                     daemon = None
-                log(f"baseline comparison, round {round_ + 1}: {side} ({args.baseline if side == 'baseline' else 'this tree'})")
+                what = args.baseline if side == "baseline" else "this tree"
+                log(f"baseline comparison, round {round_ + 1}: {side} ({what})")
                 daemon = started = start_watch(FromTree(project, tree) if side == "baseline" else project, listen)
                 part = {"b": bench_webhook_to_serving(args, daemon, remote, project, port, f"{tag}{side[0]}{round_}"),
                         "c": bench_file_save(args, daemon, project),
@@ -1048,9 +1049,10 @@ def print_report(r: dict[str, Any]) -> None:
               f"medians of {this['reps']['b']} webhook and {this['reps']['c']} save reps per side; "
               f"load average per round: this {this['loadavg']}, {base['ref'][:12]} {ref['loadavg']})")
         print(f"  {'':52} {'this':>8} {base['ref'][:8]:>8} {'ratio':>6} {'target':>7}  verdict")
+        webhook_target = TARGETS_12["webhook_to_serving_minus_build_s"]
         for label, key, target in (
-                ("webhook -> serving - build, traffic", "webhook_traffic", TARGETS_12["webhook_to_serving_minus_build_s"]),
-                ("webhook -> serving - build, quiet", "webhook_quiet", TARGETS_12["webhook_to_serving_minus_build_s"]),
+                ("webhook -> serving - build, traffic", "webhook_traffic", webhook_target),
+                ("webhook -> serving - build, quiet", "webhook_quiet", webhook_target),
                 ("file save -> first step (step_start)", "save_to_step_start", TARGETS_12["save_to_step_start_s"]),
                 ("  webhook: trigger -> job_start (queue)", "webhook_trigger_to_job_start", None),
                 ("  webhook: job_start -> 'fetched' (child start, fetch)", "webhook_job_start_to_fetched", None),
