@@ -46,6 +46,13 @@ One run starts the real daemon as a subprocess (``python -m gitops -c kalpana.ya
     ``webhook`` (default: each build is a new commit pushed + webhook, a real image build of
     ``site``) or ``file`` (each is an env edit of ``tiny``, a redeploy). Target < 100 MB, no growth.
 
+``--baseline REF`` (e.g. ``main``) then runs (b) and (c) again, in the same run and on the same instance,
+with a daemon (and its workers) from ``git archive REF`` of this repository: the report sets issue 12's
+target 3 (webhook -> serving minus build <= 0.8 s, file save -> first step <= 0.4 s) beside that baseline.
+The two daemons take turns (``--baseline-rounds``, default 2: this tree, REF, this tree, REF), so that a
+change in the machine's load shows in both; the medians are over every rep of each. ``--only '' --baseline
+REF`` runs only that comparison.
+
 ``--profile`` then stops the daemon and runs the command it starts for a push (``kalpana apply
 --fetch site`` as a webhook job, i.e. ``python -m gitops.worker`` with that job on stdin) once
 under ``-X importtime`` and once under cProfile, each for a
@@ -56,7 +63,7 @@ Usage (repository root; Docker engine and kalpana-test-base:latest as for the ot
     python benchmarks/watch_daemon.py [--reps 5] [--burst 200] [--clients 8] [--burst-rounds 3]
                                       [--builds 100] [--memory-trigger webhook|file]
                                       [--only a,b,c,d] [--profile] [--json] [--timeout 2400]
-                                      [--keep-dir] [--no-bytecode-cache]
+                                      [--keep-dir] [--no-bytecode-cache] [--baseline main]
 
 What it creates: Kalpana instance ``bench-w<hex>`` (containers ``site`` and ``tiny``, their
 images), a temporary project with a bare git repository, the daemon listening on a free
@@ -112,6 +119,8 @@ INSTANCE_LABEL = "dev.kalpana.instance"
 
 TARGETS = {"webhook_p99_s": 0.050, "webhook_to_serving_minus_build_s": 2.0, "save_to_apply_start_s": 1.0,
            "rss_mb": 100.0}
+# Issue 12, target 3: the worker's start-up off the critical path.
+TARGETS_12 = {"webhook_to_serving_minus_build_s": 0.8, "save_to_step_start_s": 0.4}
 
 FLOOR_SERVER = r"""
 import sys
@@ -267,6 +276,91 @@ class Daemon(WatchDaemon):
         """SIGTERM; after 60 s, SIGKILL to its process group. Its exit code."""
         return self.terminate(on_kill=lambda: log("daemon did not stop within 60 s of SIGTERM: "
                                                   "killing its process group"))
+
+
+class FromTree:
+    """``project`` as a daemon started from another source tree sees it: PYTHONPATH points there."""
+
+    def __init__(self, project: KalpanaProject, root: Path):
+        self._project = project
+        self._root = root
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._project, name)
+
+    def env(self) -> dict[str, str]:
+        return {**self._project.env(), "PYTHONPATH": str(self._root)}
+
+
+def export_tree(ref: str) -> Path:
+    """``git archive ref`` of this repository, unpacked into a temporary directory."""
+    root = Path(__file__).resolve().parent.parent
+    target = Path(tempfile.mkdtemp(prefix="kalpana-bench-baseline-"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", ref], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def start_watch(project, listen: str) -> "Daemon":
+    daemon = Daemon(project, listen)
+    try:
+        daemon.wait_for(lambda e: e.get("event") == "info" and "webhooks on http://" in str(e.get("message")),
+                        timeout=120, what="'webhooks on' line")
+        daemon.wait_event("job_done", timeout=180)
+        daemon.wait_idle(quiet=3)
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon
+
+
+def merged(parts: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    return [rep for part in parts for rep in part[key]["reps"]]
+
+
+def bench_against_baseline(args, daemon: Daemon, project: KalpanaProject, listen: str, remote: GitRemote,
+                           port: int, tag: str) -> tuple[dict[str, Any], Daemon | None]:
+    """(b) and (c) with this tree's daemon and REF's, taking turns; the daemon left running (this tree's)."""
+    tree = export_tree(args.baseline)
+    rounds: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+    started: Daemon | None = None  # a daemon this function started: stopped here if anything fails
+    try:
+        for round_ in range(args.baseline_rounds):
+            for side in ("baseline", "this"):
+                if daemon is not None:
+                    daemon.stop()
+                    daemon = None
+                what = args.baseline if side == "baseline" else "this tree"
+                log(f"baseline comparison, round {round_ + 1}: {side} ({what})")
+                daemon = started = start_watch(FromTree(project, tree) if side == "baseline" else project, listen)
+                part = {"b": bench_webhook_to_serving(args, daemon, remote, project, port, f"{tag}{side[0]}{round_}"),
+                        "c": bench_file_save(args, daemon, project),
+                        "load": os.getloadavg()[0]}
+                rounds[side].append(part)
+    except BaseException:
+        if started is not None:
+            started.stop()
+        raise
+    finally:
+        import shutil
+        shutil.rmtree(tree, ignore_errors=True)
+    out: dict[str, Any] = {"ref": args.baseline, "rounds": args.baseline_rounds}
+    for side, parts in rounds.items():
+        b = merged(parts, "b")
+        c = merged(parts, "c")
+        out[side] = {
+            "webhook_traffic": med([r["post_to_served_minus_build_s"] for r in b if r["variant"] == "traffic"]),
+            "webhook_quiet": med([r["post_to_served_minus_build_s"] for r in b if r["variant"] == "quiet"]),
+            "webhook_trigger_to_job_start": med([r["queue_quiet_s"] for r in b if r["queue_quiet_s"] is not None]),
+            "webhook_job_start_to_fetched": med([r["child_start_lock_recover_fetch_s"] for r in b
+                                                 if r["child_start_lock_recover_fetch_s"] is not None]),
+            "webhook_deploy": med([float(r["record_deploy_s"]) for r in b if r["record_deploy_s"] is not None]),
+            "save_to_step_start": med([r["save_to_step_start_s"] for r in c]),
+            "save_to_job_start": med([r["save_to_job_start_s"] for r in c]),
+            "loadavg": [round(part["load"], 2) for part in parts],
+            "reps": {"b": len(b), "c": len(c)},
+        }
+    return out, daemon
 
 
 # -- (a) bursts ---------------------------------------------------------------------
@@ -783,11 +877,7 @@ def run(args) -> dict[str, Any]:
             raise RuntimeError(f"{SITE} not serving v0 on port {port}")
 
         log(f"starting `kalpana watch` on {listen}")
-        daemon = Daemon(project, listen)
-        daemon.wait_for(lambda e: e.get("event") == "info" and "webhooks on http://" in str(e.get("message")),
-                        timeout=120, what="'webhooks on' line")
-        daemon.wait_event("job_done", timeout=180)
-        daemon.wait_idle(quiet=3)
+        daemon = start_watch(project, listen)
         memory: list[dict[str, Any]] = [{"when": "idle after start", **proc_status(daemon.pid)}]
         log(f"daemon pid {daemon.pid}: idle VmRSS {memory[0]['VmRSS']} MB")
 
@@ -812,6 +902,8 @@ def run(args) -> dict[str, Any]:
             daemon.wait_idle(quiet=3)
             time.sleep(5)
             memory.append({"when": "idle after (d)", **proc_status(daemon.pid)})
+        if args.baseline:
+            result["baseline"], daemon = bench_against_baseline(args, daemon, project, listen, remote, port, run_id)
         result["memory"] = memory
         if "b" in only or "c" in only:
             log("python start-up figures (what each worker process pays first)")
@@ -950,6 +1042,27 @@ def print_report(r: dict[str, Any]) -> None:
                                    ("save -> job_done", "save_to_job_done_s", None)):
             print(f"  {label:58} {fmt(md[key]):>8}   {verdict_below(md[key], target) if target else ''}")
         print("  per rep save->job_start: " + ", ".join(f"{x['save_to_job_start_s']:.3f}" for x in c["reps"]))
+    if r.get("baseline"):
+        base = r["baseline"]
+        this, ref = base["this"], base["baseline"]
+        print(f"\nissue 12 target 3, this tree beside {base['ref'][:12]} ({base['rounds']} rounds each, taking turns; "
+              f"medians of {this['reps']['b']} webhook and {this['reps']['c']} save reps per side; "
+              f"load average per round: this {this['loadavg']}, {base['ref'][:12]} {ref['loadavg']})")
+        print(f"  {'':52} {'this':>8} {base['ref'][:8]:>8} {'ratio':>6} {'target':>7}  verdict")
+        webhook_target = TARGETS_12["webhook_to_serving_minus_build_s"]
+        for label, key, target in (
+                ("webhook -> serving - build, traffic", "webhook_traffic", webhook_target),
+                ("webhook -> serving - build, quiet", "webhook_quiet", webhook_target),
+                ("file save -> first step (step_start)", "save_to_step_start", TARGETS_12["save_to_step_start_s"]),
+                ("  webhook: trigger -> job_start (queue)", "webhook_trigger_to_job_start", None),
+                ("  webhook: job_start -> 'fetched' (child start, fetch)", "webhook_job_start_to_fetched", None),
+                ("  webhook: deploy (record durations.deploy)", "webhook_deploy", None),
+                ("  file save -> job_start", "save_to_job_start", None)):
+            mine, theirs = this.get(key), ref.get(key)
+            ratio = f"{mine / theirs:.2f}" if mine is not None and theirs else "-"
+            verdict = ("MET" if mine is not None and mine <= target else "MISSED") if target else ""
+            print(f"  {label:52} {fmt(mine):>8} {fmt(theirs):>8} {ratio:>6} "
+                  f"{fmt(target, digits=1) if target else '':>7}  {verdict}")
     if "memory" in r:
         print("\n(d) daemon resident memory (MB)   [target < 100 MB, no growth]")
         for s in r["memory"]:
@@ -984,6 +1097,10 @@ def main() -> None:
     parser.add_argument("--builds", type=int, default=100, help="builds for the memory figure (default 100)")
     parser.add_argument("--memory-trigger", choices=("webhook", "file"), default="webhook")
     parser.add_argument("--only", default="a,b,c,d", help="which parts to run (default a,b,c,d)")
+    parser.add_argument("--baseline", metavar="REF", default=None,
+                        help="also run (b) and (c) with the daemon of git REF (e.g. main), taking turns, and print "
+                             "issue 12's target 3 beside it")
+    parser.add_argument("--baseline-rounds", type=int, default=2, help="turns per side with --baseline (default 2)")
     parser.add_argument("--profile", action="store_true",
                         help="at the end, profile the child command a push runs (-X importtime, cProfile)")
     args = parser.parse_args()

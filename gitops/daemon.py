@@ -43,7 +43,10 @@ class Daemon:
         # look self.triggers up when called, after all three exist.
         self.worker = Worker(config_path, history, events, after_run=lambda: self.triggers.reload_quietly())
         self.retries = Backoff()
+        # A push or an API request that finds no run in progress starts at once: it needs no debounce.
+        # File events keep the quiet period (their watchers see one save more than once).
         self.work = WorkQueue(self._run, quiet=max(settings.debounce, 0.05),
+                              at_once=frozenset({Trigger.WEBHOOK, Trigger.MANUAL}),
                               on_supersede=lambda running, job: self.triggers.superseded(running, job),
                               on_error=self._run_failed)
         self.triggers = Triggers(settings, config_path, runtime, history, events, self.work, self._stop)
@@ -65,6 +68,7 @@ class Daemon:
         if self._server is not None:
             self._server.stop()
         self.work.close(cancel_reason="the daemon is stopping", timeout=CANCEL_GRACE + 10)
+        self.worker.close()  # the child waiting for a next job that will not come
         self.events.emit(Info(None, "stopped"))
         return 0
 

@@ -3,9 +3,14 @@
 Triggers (file saves, webhooks, polls, drift) ``submit`` jobs. Jobs that
 arrive while another waits are merged into it, and the worker starts only
 after a short quiet period, so ten pushes in a second give one build of the
-newest commit. A push for a deployment that is being built *now* cancels
-that build ("superseded by <sha>"): building an obsolete commit on a small
-machine only delays the version the user just pushed.
+newest commit. A job of an ``at_once`` trigger (the daemon's: pushes and API
+requests) that finds no run in progress starts at once, with whatever waits
+merged into it: someone waits for it, and a burst of pushes is handled by the
+next rule. Automatic jobs (file saves, polls, drift) keep the quiet period, so
+that the watchers seeing one change twice (a deployment file and its source
+saved together) give one run. A push for a deployment that is being built *now*
+cancels that build ("superseded by <sha>"): building an obsolete commit on a
+small machine only delays the version the user just pushed.
 
 A run that failed for a reason outside its build comes back through
 ``submit_later``: it waits, on the queue's clock, for a delay the daemon
@@ -115,12 +120,14 @@ class WorkQueue:
     """
 
     def __init__(self, runner: Callable[[Running], None], *, quiet: float = 0.3, max_wait: float = 2.0,
+                 at_once: frozenset[Trigger] = frozenset(),
                  on_supersede: Callable[[Running, Job], None] = lambda running, job: None,
                  on_error: Callable[[Job, Exception], None] = lambda job, exc: None,
                  clock: Clock | None = None):
         self._runner = runner
         self._quiet = quiet
         self._max_wait = max_wait
+        self._at_once_triggers = at_once
         self._on_supersede = on_supersede
         self._on_error = on_error
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -130,6 +137,7 @@ class WorkQueue:
         self._deferred_at = 0.0
         self._first_at = 0.0
         self._last_at = 0.0
+        self._at_once = False  # the pending job runs without its quiet period (see ``at_once``)
         self._running: Running | None = None
         self._closed = False
         self._stopped = False  # the worker has left its loop
@@ -177,9 +185,11 @@ class WorkQueue:
 
     def _add(self, job: Job, now: float) -> None:
         if self._pending is None:
-            self._pending, self._first_at = job, now
+            self._pending, self._first_at, self._at_once = job, now, False
         else:
             self._pending = self._pending.merge(job)
+        if job.trigger in self._at_once_triggers and self._running is None:
+            self._at_once = True
         self._last_at = now
 
     @property
@@ -228,7 +238,8 @@ class WorkQueue:
                         self._deferred = None
                     wake = self._deferred_at if self._deferred is not None else None
                     if self._pending is not None:
-                        settle = min(self._last_at + self._quiet, self._first_at + self._max_wait)
+                        settle = now if self._at_once else min(self._last_at + self._quiet,
+                                                               self._first_at + self._max_wait)
                         if now >= settle:
                             break
                         wake = settle if wake is None else min(wake, settle)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from gitops import worker_protocol as wire
 from gitops.build import BuildStatus, Trigger
@@ -32,10 +32,13 @@ from gitops.events import DaemonError, Event, Events, JobFinished, JobStarted, S
 from gitops.history import History
 from gitops.queue import Job, Running
 from gitops.source import CONFIG_REPOSITORY
+from gitops.warm_worker import PARENT_ENV, WarmWorker
+
+if TYPE_CHECKING:
+    from gitops.config import Settings
 
 CANCEL_GRACE = 30.0  # seconds a cancelled run gets to record itself and restore the old container
 CANCELLED_EXIT = 130  # what a child exits with when a SIGTERM (or Ctrl-C) cancelled its run
-PARENT_ENV = "KALPANA_WORKER_PARENT"  # the daemon's pid, so that a child can tell its parent is already gone
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -165,36 +168,48 @@ class Worker:
         self.history = history
         self.events = events
         self._after_run = after_run
+        self._warm = WarmWorker(lambda: wire.child_command(self.config_path), config_path)
+        self.last_pid: int | None = None  # the process of the latest run (tests, diagnostics)
+
+    def close(self) -> None:
+        """Kill the child waiting for the next job; call when no run will come (the daemon stops)."""
+        self._warm.close()
+
+    @property
+    def warm_pid(self) -> int | None:
+        """The process started for the next job, if one waits (tests, diagnostics)."""
+        waiting = self._warm.waiting
+        return waiting.pid if waiting is not None else None
 
     def run(self, running: Running) -> Verdict:
         """Run ``running.job`` to its end (or cancel it when asked); reports JobStarted / JobFinished.
 
-        Returns how it ended (``judge``), for the daemon to decide what follows.
+        The job goes to the warm child (started before the job came), and the next job's child starts
+        right after. Returns how it ended (``judge``), for the daemon to decide what follows.
         """
         job = running.job
         self.events.emit(JobStarted(None, job.describe(), reasons=list(job.reasons), commit=job.commit))
         started = time.monotonic()
         try:
-            child = subprocess.Popen(wire.child_command(self.config_path), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
+            worker = self._warm.take()
         except OSError as exc:
             self.events.emit(DaemonError(None, f"cannot start a run: {exc}"))
             self.events.emit(JobFinished(None, f"{job.describe()} failed: cannot start a run: {exc}", ok=False))
             return judge(RunReport(code=None))
+        child = worker.process
+        self.last_pid = child.pid
         watcher = threading.Thread(target=self._cancel_when_asked, args=(running, child), daemon=True)
         watcher.start()
-        errors = _Drain(child.stderr)  # read stderr alongside stdout: a full pipe would block the child
         try:
-            seen = self._follow(child, job)
-            stderr = errors.result()
+            self._send(child, job)
+            self._warm.prepare()  # the next job's child imports while this one runs
+            seen = self._follow(child)
+            stderr = worker.errors.result()
             code = child.wait()
         except BaseException:
             # Nobody reads the child's output any more: left alone it would block on a full pipe while
             # holding the apply lock, and every later run would wait for it. It runs in its own session.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+            worker.kill()
             raise
         self._after_run()
         if running.cancel_reason:
@@ -217,13 +232,16 @@ class Worker:
                                transient_steps=frozenset(seen.transient_steps),
                                unfetched=frozenset(seen.result.unfetched if seen.result else ())))
 
-    def _follow(self, child: subprocess.Popen, job) -> _Seen:
-        """Send the job, relay the child's events until it closes stdout; what they told."""
+    @staticmethod
+    def _send(child: subprocess.Popen, job: Job) -> None:
         try:
             child.stdin.write(wire.encode_job(job))
             child.stdin.close()
         except OSError:
             pass  # the child died at start: its stderr and exit code say why
+
+    def _follow(self, child: subprocess.Popen) -> _Seen:
+        """Relay the child's events until it closes stdout; what they told."""
         seen = _Seen()
         for line in child.stdout:
             message = wire.decode_line(line)
@@ -281,28 +299,15 @@ class _Seen:
     result: wire.RunResult | None = None
 
 
-class _Drain:
-    """Reads a child's stream on a thread; ``result()`` waits for EOF and returns the text."""
-
-    def __init__(self, stream):
-        self._chunks: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self._chunks.append(line)
-
-    def result(self) -> str:
-        self._thread.join()
-        return "".join(self._chunks)
-
-
 # -- the child ------------------------------------------------------------------
 
 
 def child_main(argv: list[str] | None = None) -> int:
-    """``python -m gitops.worker [-c FILE]``: read one job on stdin, run it, write event lines; the exit code."""
+    """``python -m gitops.worker [-c FILE]``: warm up, read one job on stdin, run it, write event lines; the exit code.
+
+    Everything a job needs that does not depend on the job (imports, the settings) is done before
+    the job line is read: the daemon starts this process ahead of its job (``warm_worker``).
+    """
     # SIGTERM (the daemon's cancel) gets what Ctrl-C gets: the build is recorded
     # CANCELLED and the old container restored.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -316,9 +321,12 @@ def child_main(argv: list[str] | None = None) -> int:
     from gitops.errors import KalpanaError
 
     try:
-        config = wire.parse_child_args(sys.argv[1:] if argv is None else argv)
-        job = wire.decode_job(sys.stdin.readline())
-        result = _run(job, config)
+        warm = _warm_up(wire.parse_child_args(sys.argv[1:] if argv is None else argv))
+        line = sys.stdin.readline()
+        if not line:
+            return 0  # the daemon let this warm worker go (or died) before it had a job: nothing to do
+        job = wire.decode_job(line)
+        result = _run(job, warm)
     except (KalpanaError, wire.ProtocolError) as exc:
         _write(sys.stderr, f"error: {' '.join(str(exc).splitlines())}\n")
         return getattr(exc, "exit_code", 2)
@@ -333,12 +341,51 @@ def child_main(argv: list[str] | None = None) -> int:
     return 0 if result.ok and not result.unfetched else 1
 
 
-def _run(job, config: Path | None):
+# What a run may import that the engine's module does not import at once (the SDK and GitPython are
+# imported on first use elsewhere, to keep short CLI commands fast): a warm worker imports them early.
+WARM_IMPORTS = ("gitops.config", "gitops.engine", "gitops.loader", "gitops.runtime.docker_runtime", "docker",
+                "docker.errors", "requests.exceptions", "git")
+
+
+@dataclass(frozen=True)
+class Warm:
+    """What a worker prepared before its job: the settings file it was started with, and those settings."""
+
+    config: Path | None
+    settings: "Settings | None" = None  # None: read with the job (whose run then reports their error)
+
+
+def _warm_up(config: Path | None) -> Warm:
+    """Import what a run needs and read the settings, before the job arrives; nothing here contacts Docker."""
+    import importlib
+
+    for module in WARM_IMPORTS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    from gitops.config import load_settings
+    from gitops.errors import KalpanaError
+    from gitops.loader import load_configured
+
+    try:
+        settings = load_settings(str(config) if config else None)
+    except KalpanaError:
+        return Warm(config)
+    # Validating the current files once builds whatever models are built on first use; the job
+    # reads the files again (they may change meanwhile), so the result is dropped.
+    with contextlib.suppress(Exception):
+        load_configured(settings)
+    gc.collect()
+    gc.freeze()  # what start-up made lives as long as the process: later collections skip it
+    return Warm(config, settings)
+
+
+def _run(job, warm: Warm):
     from gitops.config import load_settings
     from gitops.engine import Engine
     from gitops.runtime.docker_runtime import DockerRuntime
 
-    settings = load_settings(str(config) if config else None)
+    config = warm.config
+    settings = warm.settings or load_settings(str(config) if config else None)
     events = Events()
     events.subscribe(_write_event)
     history = History(settings.state_path, max_log_bytes=settings.max_log_bytes)

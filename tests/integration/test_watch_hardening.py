@@ -199,7 +199,9 @@ def test_a_run_killed_mid_swap_is_recovered_at_once_then_retried(kalpana_project
                                         healthcheck={"timeout": 60}))
     daemon.wait_for(lambda e: e.get("event") == "phase" and "waiting for health" in e.get("message", ""),
                     after=mark, timeout=120, what="the swap waiting for the new container")
-    [child] = worker_children(daemon)
+    # The run's process (beside it waits the worker started for the next job).
+    child = builds(p, "site")[0]["pid"]
+    assert child in worker_children(daemon), (child, worker_children(daemon))
     assert "gitops.worker" in _cmdline(child), _cmdline(child)
     old.reload()
     assert old.name == retired_name(p.instance, "site") and old.status == "exited", (old.name, old.status)

@@ -563,3 +563,70 @@ def test_close_drops_a_waiting_retry(make_queue, clock):
     assert queue.retry_waiting is None
     clock.advance(10)
     assert runner.runs == []
+
+
+# -- at once (the daemon's queue: pushes and API requests) ----------------------------------------
+
+AT_ONCE = frozenset({Trigger.WEBHOOK, Trigger.MANUAL})
+
+
+def test_a_push_that_finds_no_run_starts_at_once_and_takes_waiting_work_along(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner, at_once=AT_ONCE)
+    wait_idle(clock, queue)
+    queue.submit(Job(frozenset({"api"}), Trigger.AUTO, reasons=["file change"]))
+    clock.wait_parked(until=clock.now() + QUIET, thread=WORKER)  # a file change waits for its quiet period
+    assert runner.runs == []
+    submitted = clock.now()
+    queue.submit(push({"web"}, SHA[0]))
+    runner.wait_for_runs(1)
+    assert runner.started_at == [submitted], "no quiet period for a push that finds no run in progress"
+    assert runner.jobs[0].names == {"api", "web"} and runner.jobs[0].commit == SHA[0]
+    wait_idle(clock, queue)
+    assert len(runner.runs) == 1
+
+
+def test_a_file_change_keeps_its_quiet_period_where_pushes_start_at_once(make_queue, clock):
+    runner = FakeRunner(clock)
+    queue = make_queue(runner, at_once=AT_ONCE)
+    saved = clock.now()
+    queue.submit(Job(frozenset({"web"}), Trigger.AUTO, reasons=["file change"]))
+    pass_quiet_period(clock, saved)
+    runner.wait_for_runs(1)
+    assert runner.started_at == [saved + QUIET]
+
+
+def test_what_arrives_during_a_run_still_waits_and_coalesces(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
+    queue = make_queue(runner, at_once=AT_ONCE)
+    queue.submit(Job(frozenset({"web"}), Trigger.MANUAL, reasons=["API deploy"]))
+    runner.wait_for_runs(1)
+    arrived = clock.now()
+    for name in ("api", "db", "api"):
+        queue.submit(Job(frozenset({name}), Trigger.MANUAL, reasons=["API deploy"]))
+    runner.release.set()  # the first run ends; the others wait out their quiet period, as one job
+    clock.wait_parked(until=arrived + QUIET, thread=WORKER)
+    assert len(runner.runs) == 1
+    clock.advance(QUIET)
+    runner.wait_for_runs(2)
+    wait_idle(clock, queue)
+    assert len(runner.runs) == 2
+    assert runner.jobs[1].names == {"api", "db"}
+
+
+def test_a_burst_of_pushes_gives_one_superseded_run_and_one_of_the_newest(make_queue, clock):
+    runner = FakeRunner(clock, block=True)
+    queue = make_queue(runner, at_once=AT_ONCE)
+    burst_at = clock.now()
+    for i in range(10):
+        queue.submit(push({"web"}, SHA[i]))
+        if i == 0:
+            runner.wait_for_runs(1)  # at once, before the second push
+    first = runner.runs[0]
+    assert first.job.commit == SHA[0] and first.cancel_reason == f"superseded by {SHA[1][:7]}"
+    pass_quiet_period(clock, burst_at)
+    second = runner.wait_for_runs(2)[1]
+    assert second.job.commit == SHA[9]
+    runner.release.set()
+    wait_idle(clock, queue)
+    assert len(runner.runs) == 2

@@ -38,14 +38,27 @@ def child_script(monkeypatch, body: str) -> None:
     monkeypatch.setattr(wire, "child_command", lambda config, python=sys.executable: [python, "-c", body])
 
 
-def make_worker(tmp_path, *listeners) -> tuple[worker_module.Worker, list[Event], History]:
+_workers: list[worker_module.Worker] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_workers():
+    """Each run leaves a child waiting for the next job: kill it after the test."""
+    yield
+    while _workers:
+        _workers.pop().close()
+
+
+def make_worker(tmp_path, *listeners, config: Path | None = None) -> tuple[worker_module.Worker, list[Event], History]:
     history = History(tmp_path / "state")
     events = Events()
     seen: list[Event] = []
     events.subscribe(seen.append)
     for listener in listeners:
         events.subscribe(listener)
-    return worker_module.Worker(None, history, events), seen, history
+    worker = worker_module.Worker(config, history, events)
+    _workers.append(worker)
+    return worker, seen, history
 
 
 def test_the_child_gets_the_job_and_its_events_are_relayed_in_order(tmp_path, monkeypatch):
@@ -126,8 +139,9 @@ def test_when_relaying_fails_the_child_is_killed_not_left_blocked(tmp_path, monk
         import os, sys
         from gitops import worker_protocol as wire
         from gitops.events import LogLine
-        open({str(pid_file)!r}, "w").write(str(os.getpid()))
-        sys.stdin.readline()
+        if not sys.stdin.readline():
+            sys.exit(0)  # the child started for a next job that never came
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))  # the one that runs the job
         while True:
             sys.stdout.write(wire.encode_event(LogLine("web", "x" * 200)))
     """))
@@ -142,6 +156,145 @@ def test_when_relaying_fails_the_child_is_killed_not_left_blocked(tmp_path, monk
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(pid, 0)
+
+
+# -- the warm child: started before its job, one job each, still killed on cancel ------------------
+
+# A stand-in worker that says when it started and when its job arrived; a job with the reason "sleep"
+# runs until it is killed (it has no SIGTERM handler: the signal ends it).
+WARM_CHILD = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    from gitops import worker_protocol as wire
+    from gitops.events import LogLine
+    started = time.time()
+    Path({ready!r}, str(os.getpid())).write_text(str(started))  # done "importing": waiting for a job
+    line = sys.stdin.readline()
+    if not line:
+        sys.exit(0)
+    job = wire.decode_job(line)
+    told = dict(pid=os.getpid(), started=started, job_at=time.time())
+    sys.stdout.write(wire.encode_event(LogLine("web", json.dumps(told))))
+    sys.stdout.flush()
+    if "sleep" in job.reasons:
+        time.sleep(60)
+    sys.stdout.write(wire.encode_result({{"ok": True, "errors": [], "results": []}}))
+""")
+
+
+def warm_child(monkeypatch, tmp_path) -> Path:
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    child_script(monkeypatch, WARM_CHILD.format(ready=str(ready)))
+    return ready
+
+
+def told(seen: list[Event]) -> dict:
+    import json
+
+    return json.loads([e for e in seen if isinstance(e, LogLine)][-1].message)
+
+
+def waiting_child(worker: worker_module.Worker, ready: Path) -> int:
+    """The pid of the child started for the next job, once it is ready for it."""
+    pid = worker.warm_pid
+    assert pid is not None, "no child was started for the next job"
+    deadline = time.monotonic() + 30
+    while not (ready / str(pid)).exists():
+        assert time.monotonic() < deadline, "the next job's child never got ready"
+        time.sleep(0.02)
+    return pid
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True  # exited and reaped
+    return False
+
+
+def test_a_job_runs_in_a_child_started_before_it_came_and_each_child_runs_one_job(tmp_path, monkeypatch):
+    ready = warm_child(monkeypatch, tmp_path)
+    worker, seen, _ = make_worker(tmp_path)
+    assert worker.run(Running(JOB)) == Verdict(Outcome.DONE)  # the very first one starts with its job
+    first = told(seen)
+    spare = waiting_child(worker, ready)
+    assert spare != first["pid"] and gone(first["pid"]), "a child runs one job, then exits"
+    submitted = time.time()
+    assert worker.run(Running(JOB)) == Verdict(Outcome.DONE)
+    second = told(seen)
+    assert second["pid"] == spare == worker.last_pid
+    assert second["started"] < submitted <= second["job_at"], "the child was started before the job arrived"
+    assert gone(spare)
+    assert worker.warm_pid not in (None, spare), "the next job's child is started right after the handout"
+
+
+def test_a_cancel_still_kills_the_warm_child_that_runs_the_job(tmp_path, monkeypatch):
+    ready = warm_child(monkeypatch, tmp_path)
+    worker, seen, _ = make_worker(tmp_path)
+    worker.run(Running(JOB))
+    spare = waiting_child(worker, ready)
+    running = Running(Job(frozenset({"web"}), Trigger.AUTO, reasons=["sleep"]))
+
+    def cancel_once_it_runs(event: Event) -> None:
+        if isinstance(event, LogLine):
+            running.cancel("superseded by ccccccc")
+
+    worker.events.subscribe(cancel_once_it_runs)
+    finished = threading.Event()
+    verdicts = []
+    threading.Thread(target=lambda: (verdicts.append(worker.run(running)), finished.set()), daemon=True).start()
+    assert finished.wait(30), "the cancelled child was not stopped"
+    assert told(seen)["pid"] == spare
+    assert verdicts == [Verdict(Outcome.CANCELLED)]
+    assert gone(spare)
+    assert seen[-1].cancelled == "superseded by ccccccc"
+
+
+def test_a_warm_child_that_died_while_waiting_is_replaced(tmp_path, monkeypatch):
+    ready = warm_child(monkeypatch, tmp_path)
+    worker, seen, _ = make_worker(tmp_path)
+    worker.run(Running(JOB))
+    spare = waiting_child(worker, ready)
+    os.kill(spare, signal.SIGKILL)
+    _wait_gone(spare)  # dead (a zombie until the worker reaps it)
+    assert worker.run(Running(JOB)) == Verdict(Outcome.DONE)
+    assert told(seen)["pid"] not in (spare, None)
+    assert gone(spare)
+
+
+def test_a_warm_child_that_read_settings_since_changed_is_replaced(tmp_path, monkeypatch):
+    ready = warm_child(monkeypatch, tmp_path)
+    config = tmp_path / "kalpana.yaml"
+    config.write_text("debounce: 0.2\n")
+    worker, seen, _ = make_worker(tmp_path, config=config)
+    worker.run(Running(JOB))
+    unchanged = waiting_child(worker, ready)
+    worker.run(Running(JOB))
+    assert told(seen)["pid"] == unchanged, "settings that did not change keep the warm child"
+    stale = waiting_child(worker, ready)
+    config.write_text("debounce: 0.5\n")
+    submitted = time.time()
+    assert worker.run(Running(JOB)) == Verdict(Outcome.DONE)
+    fresh = told(seen)
+    assert fresh["pid"] != stale and fresh["started"] >= submitted
+    assert gone(stale)
+    (tmp_path / ".env").write_text("KALPANA_DEBOUNCE=0.3\n")  # the .env beside kalpana.yaml counts too
+    stale = waiting_child(worker, ready)
+    worker.run(Running(JOB))
+    assert told(seen)["pid"] != stale and gone(stale)
+
+
+def test_close_kills_the_waiting_child_and_starts_no_other(tmp_path, monkeypatch):
+    ready = warm_child(monkeypatch, tmp_path)
+    worker, _, _ = make_worker(tmp_path)
+    worker.run(Running(JOB))
+    spare = waiting_child(worker, ready)
+    worker.close()
+    assert gone(spare) and worker.warm_pid is None
+    worker._warm.prepare()  # as a run would after its handout
+    assert worker.warm_pid is None
 
 
 def test_an_unexpected_error_in_the_child_is_one_line_with_the_traceback_in_a_file(monkeypatch, capsys):

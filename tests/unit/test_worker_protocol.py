@@ -110,6 +110,13 @@ def test_the_child_refuses_a_bad_job_line_with_one_error_line_and_exit_2(tmp_pat
     assert child.stderr.startswith("error: not a job line") and child.stderr.count("\n") == 1
 
 
+def test_a_child_let_go_before_any_job_came_exits_quietly(tmp_path):
+    """A warm child whose daemon closed its stdin (stopping, or settings changed) ends with 0 and says nothing."""
+    child = subprocess.run(wire.child_command(None), input="", capture_output=True, text=True, cwd=tmp_path,
+                           timeout=60)
+    assert (child.returncode, child.stdout, child.stderr) == (0, "", "")
+
+
 def test_the_child_ends_with_one_error_line_when_docker_is_down(tmp_path):
     """The job is read, the engine starts, Docker does not answer: exit 1, the last stderr line says why."""
     (tmp_path / "deployments.d").mkdir()
