@@ -443,7 +443,7 @@ class History:
                 build = self._build(record)
                 build.status = BuildStatus.FAILED
                 build.error_message = INTERRUPTED_MESSAGE
-                build.completed_at = now
+                build.completed_at = self._last_sign_of_life(build) or now
                 changed.append((doc_id, build))
             if changed:
                 for _, build in changed:
@@ -455,6 +455,20 @@ class History:
                     lambda doc: doc.update(by_id[doc["id"]]), doc_ids=[doc_id for doc_id, _ in changed]
                 )
         return [build for _, build in changed]
+
+    def _last_sign_of_life(self, build: Build) -> str | None:
+        """When an interrupted build last did something: its log's last write (else its start).
+
+        Its duration then ends near where the process died, not when a later run noticed.
+        """
+        moments = []
+        for path in (self.build_logs.path(build.id), self.build_logs.path(build.id).with_name(f"{build.id}.log.tail")):
+            try:
+                moments.append(iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)))
+            except OSError:
+                pass
+        moments += [m for m in (build.started_at, build.created_at) if m]
+        return max(moments) if moments else None
 
     # -- retention --------------------------------------------------------
 

@@ -325,6 +325,27 @@ def test_mark_interrupted_catches_this_pid_from_an_earlier_life(history: History
     assert [b.id for b in history.mark_interrupted()] == [build.id]
 
 
+
+def test_an_interrupted_build_ends_at_its_last_log_line_not_when_it_was_noticed(history: History):
+    build = history.new_build("web", Trigger.AUTO, "rebuild", status=BuildStatus.BUILDING)
+    history.update(build.id, created_at="2000-01-01T00:00:00.000Z", started_at="2000-01-01T00:00:01.000Z")
+    history.append_log(build.id, "step 1\n")
+    log = history.build_logs.path(build.id)
+    os.utime(log, (946_684_805, 946_684_805))  # its last line: 2000-01-01T00:00:05Z
+
+    [failed] = history.mark_interrupted()
+
+    assert failed.completed_at == "2000-01-01T00:00:05.000Z"
+    assert failed.duration == 4.0
+
+
+def test_an_interrupted_build_with_no_log_ends_at_its_start(history: History):
+    build = history.new_build("web", Trigger.AUTO, "rebuild", status=BuildStatus.BUILDING)
+    history.update(build.id, created_at="2000-01-01T00:00:00.000Z", started_at="2000-01-01T00:00:01.000Z")
+    [failed] = history.mark_interrupted()
+    assert failed.completed_at == "2000-01-01T00:00:01.000Z"
+
+
 # -- damaged files and contention -----------------------------------------
 
 
