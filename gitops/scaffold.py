@@ -67,7 +67,11 @@ def scaffold(directory: Path, *, name: str = DEFAULT_NAME, image: str = DEFAULT_
     problem = name_problem(name)
     if problem:
         raise KalpanaError(f"deployment name {name!r} {problem}: choose another with --name")
-    if directory.exists() and not directory.is_dir():
+    try:
+        is_file = directory.exists() and not directory.is_dir()
+    except OSError as exc:  # a name the OS refuses (too long, say)
+        raise KalpanaError(f"cannot use {str(directory)[:80]!r} as a directory: {exc.strerror or exc}") from None
+    if is_file:
         raise KalpanaError(f"{directory} is a file, not a directory: choose another directory for `kalpana init`")
     result = Scaffolded(directory)
     for rel, text in _files(name, image, instance_for(directory)).items():
@@ -76,8 +80,12 @@ def scaffold(directory: Path, *, name: str = DEFAULT_NAME, image: str = DEFAULT_
         if existed and not force:
             result.files[rel] = Outcome.KEPT
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as exc:
+            raise KalpanaError(f"cannot write {path}: {exc.strerror or exc}; choose another directory "
+                               "for `kalpana init`") from None
         result.files[rel] = Outcome.OVERWRITTEN if existed else Outcome.CREATED
     gitignore = directory / ".gitignore"
     if result.files[Path(".gitignore")] is Outcome.KEPT:

@@ -14,6 +14,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 pass_ctx = click.make_pass_decorator(Context)
 
 
+class Word(click.ParamType):
+    """A value that names something (a build id, an image): an empty one is a mistake, not "the default".
+
+    ``--to "$BUILD"`` with the variable unset must not roll back to whatever the default is.
+    """
+
+    name = "TEXT"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        if not text:
+            self.fail("is empty: give a value, or leave the option out", param, ctx)
+        return text
+
+
+WORD = Word()
+
+
 @cli.command()
 @json_option
 @pass_ctx

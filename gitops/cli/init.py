@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from gitops.cli.commands import json_option
+from gitops.cli.commands import WORD, json_option
 from gitops.cli.main import cli
 from gitops.cli.render import escape, out_console, print_json
 from gitops.scaffold import DEFAULT_IMAGE, DEFAULT_NAME, Outcome, Scaffolded, name_problem, scaffold
@@ -25,7 +25,7 @@ def _deployment_name(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default=DEFAULT_NAME, show_default=True, callback=_deployment_name,
               help="Name of the first deployment (deployments.d/NAME.yaml, apps/NAME/).")
-@click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Base image of the first deployment.")
+@click.option("--image", default=DEFAULT_IMAGE, show_default=True, type=WORD, help="Base image of the first deployment.")
 @click.option("--force", is_flag=True, help="Overwrite files that exist (default: keep them).")
 @json_option
 def init(directory: Path, name: str, image: str, force: bool, as_json: bool) -> None:

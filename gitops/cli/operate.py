@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from gitops.cli.commands import json_option, pass_ctx, run_with_progress, summarize
+from gitops.cli.commands import WORD, json_option, pass_ctx, run_with_progress, summarize
 from gitops.cli.main import Context, cli
 from gitops.cli.render import builds_table, out_console, print_json, status_table, write
 
@@ -84,7 +84,7 @@ def builds(obj: Context, name: str, limit: int, wide: bool, as_json: bool) -> No
 
 @cli.command()
 @click.argument("name", shell_complete=complete_names)
-@click.option("--build", "build_id", metavar="ID", help="Logs of this build instead of the latest.")
+@click.option("--build", "build_id", metavar="ID", type=WORD, help="Logs of this build instead of the latest.")
 @click.option("--app", is_flag=True, help="The running container's logs instead of a build's.")
 @click.option("-f", "--follow", is_flag=True, help="With --app: keep streaming.")
 @click.option("--tail", default=200, show_default=True, type=TAIL,
@@ -143,7 +143,7 @@ def start(obj: Context, name: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("name", shell_complete=complete_names)
-@click.option("--to", "to", metavar="BUILD", help="Build id to return to (default: the previous successful one).")
+@click.option("--to", "to", metavar="BUILD", type=WORD, help="Build id to return to (default: the previous successful one).")
 @json_option
 @pass_ctx
 def rollback(obj: Context, name: str, to: str | None, as_json: bool) -> None:

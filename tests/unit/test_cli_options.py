@@ -12,7 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from gitops.cli import commands, operate, watch  # noqa: F401 - registers the commands
+from gitops.cli import commands, init, operate, routing_cmds, watch  # noqa: F401 - registers the commands
 from gitops.cli.main import cli
 from gitops.crash import EXIT_CODE
 
@@ -103,3 +103,17 @@ def test_good_values_pass_click(workspace: Path, args: list[str]):
     result = CliRunner().invoke(cli, args)
     # Past click: builds answers from the history; logs then finds no Docker (one clear line, exit 1).
     assert result.exit_code in (0, 1) and "Usage:" not in result.output, result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["rollback", "web", "--to", ""],
+    ["rollback", "web", "--to", "  "],
+    ["logs", "web", "--build", ""],
+    ["init", "somewhere", "--image", ""],
+])
+def test_an_empty_value_for_an_option_that_names_something_is_a_usage_error(args, tmp_path: Path):
+    # `--to "$BUILD"` with the variable unset must not quietly mean "the default build".
+    result = CliRunner().invoke(cli, args, catch_exceptions=False) if args[0] != "init" else \
+        CliRunner().invoke(cli, [args[0], str(tmp_path / args[1]), *args[2:]], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "is empty" in result.output, result.output
