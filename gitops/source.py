@@ -24,7 +24,14 @@ from gitops.errors import SourceError
 from gitops.masking import mask_url
 from gitops.spec import SourceSpec
 
-_SKIP_DIRS = {".git"}
+#: Version-control metadata and caches: never part of a source's content hash, and `kalpana watch`
+#: ignores them too, so `plan` and `watch` agree on what counts as an edit.
+_SKIP_DIRS = frozenset({".git", ".hg", ".svn"})
+CACHE_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", ".idea",
+                        ".vscode", ".parcel-cache"})
+#: Files editors and tools leave beside real ones (vim's swap and probe files, emacs' locks and backups,
+#: bytecode): not content either.
+JUNK_FILE = re.compile(r"(\.sw[a-px]|~|\.py[cod]|\.tmp)$|^\.#|^4913$|^\.DS_Store$|^flycheck_")
 CONFIG_REPOSITORY = "config repository"  #: how the config repository is named beside deployments (e.g. unfetched)
 
 _GIT_TIMEOUT = 300  # seconds: past this a clone or fetch is stuck, not slow
@@ -106,8 +113,11 @@ def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(path):
         here = Path(root).relative_to(path)
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and (here / d).as_posix() not in exclude)
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and d not in CACHE_DIRS
+                         and (here / d).as_posix() not in exclude)
         for name in sorted(files):
+            if JUNK_FILE.search(name):
+                continue
             full = Path(root, name)
             rel = full.relative_to(path).as_posix()
             digest.update(rel.encode() + b"\0")

@@ -9,20 +9,19 @@ an editor's swap file or Kalpana's own state directory triggers nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from gitops.source import CACHE_DIRS, JUNK_FILE
 from gitops.spec import Desired
 
-# Directories whose churn is not an edit: package managers, VCS metadata, caches, virtualenvs.
-IGNORED_DIRS = frozenset({
-    ".git", ".hg", ".svn", "node_modules", "bower_components", "__pycache__", ".venv", "venv",
-    ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", ".idea", ".vscode",
-    ".gradle", ".parcel-cache", ".next", ".nuxt", ".svelte-kit",
-})
-# Files editors write beside the one being saved (vim's swap and probe files, emacs' locks and backups).
-_IGNORED_NAMES = re.compile(r"(\.sw[a-px]|~|\.py[cod]|\.tmp)$|^\.#|^4913$|^\.DS_Store$|^flycheck_")
+# Directories whose churn is not an edit: VCS metadata and caches (the content hash skips them too), and
+# dependencies and build output a package manager or dev server rewrites by the thousand (those still
+# count in the hash: the next apply, save or push picks such a change up).
+DEPENDENCY_DIRS = frozenset({"node_modules", "bower_components", ".venv", "venv", ".tox", ".nox", ".gradle",
+                             ".next", ".nuxt", ".svelte-kit"})
+IGNORED_DIRS = frozenset({".git", ".hg", ".svn"}) | CACHE_DIRS | DEPENDENCY_DIRS
+_IGNORED_NAMES = JUNK_FILE
 
 
 class SourceDirs:

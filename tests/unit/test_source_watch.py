@@ -96,3 +96,30 @@ def test_sources_in_the_config_repositorys_checkout_are_not_watched(workspace):
     (checkout / "apps/web").mkdir(parents=True)
     sources = SourceDirs.of([desired("web", "apps/web")], checkout, workspace / "state")
     assert sources.roots() == frozenset()
+
+
+@pytest.mark.parametrize("junk", ["index.html.swp", ".index.html.swx", "index.html~", "4913", ".#index.html",
+                                  "app.pyc", "__pycache__/app.cpython-311.pyc", ".pytest_cache/v/x", ".git/HEAD"])
+def test_what_watch_ignores_as_churn_the_content_hash_ignores_too(tmp_path: Path, junk: str):
+    # Otherwise `plan` says "rebuild" for a change `watch` never acts on (or the other way round).
+    from gitops.source import content_hash
+
+    (tmp_path / "index.html").write_text("v1")
+    before = content_hash(tmp_path)
+    (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / junk).write_text("churn")
+    dirs = SourceDirs({tmp_path: frozenset({"web"})})
+    assert not dirs.relevant(tmp_path / junk)
+    assert content_hash(tmp_path) == before
+
+
+def test_a_dependency_directory_is_not_watched_but_still_counts_in_the_hash(tmp_path: Path):
+    # `npm install` rewrites thousands of files: not an edit to act on at once, but the next apply builds it.
+    from gitops.source import content_hash
+
+    (tmp_path / "index.js").write_text("v1")
+    before = content_hash(tmp_path)
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "dep.js").write_text("x")
+    assert not SourceDirs({tmp_path: frozenset({"web"})}).relevant(tmp_path / "node_modules" / "dep.js")
+    assert content_hash(tmp_path) != before
