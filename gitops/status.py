@@ -127,7 +127,9 @@ def report(load: LoadResult, runtime: Runtime, history: History | Snapshot, inst
         port = container.host_port if container else None
         rows.append(DeploymentStatus(
             name=name, state=state, url=(routing.https_url(container.route_host) if container.route_host
-                                         else routing.url(port, publish_address)) if state is State.RUNNING else None,
+                                         else routing.url(port, publish_address))
+            # While a new build runs, the current container still serves: its URL stays useful.
+            if state is State.RUNNING or (state is State.BUILDING and container and container.running) else None,
             build_id=container.build_id if container else None, image=container.image if container else None,
             uptime_seconds=uptime, container=container.name if container else None,
             # An interrupted build is recorded FAILED by the next run: say so now.

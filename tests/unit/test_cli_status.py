@@ -65,3 +65,20 @@ def test_a_building_record_whose_process_lives_shows_as_building(tmp_path: Path)
 
     assert row.state is status.State.BUILDING, row
     assert "interrupted" not in row.detail
+
+
+def test_while_a_new_build_runs_the_serving_container_keeps_its_url(tmp_path: Path):
+    from gitops import labels as L
+
+    history = History(tmp_path / "state")
+    build = history.new_build("web", Trigger.MANUAL, "deploy", status=BuildStatus.BUILDING)
+    history.update(build.id, pid=os.getppid())
+    runtime = FakeRuntime(allow=["observe", "started_at"])
+    runtime.add_container(L.container_name(INSTANCE, "web"), L.image_tag(INSTANCE, "web", "20250614-153012-a1b2"),
+                          {**L.base_labels(INSTANCE, "web"), L.BUILD_ID: "20250614-153012-a1b2",
+                           L.HOST_PORT: "24802"}, port=8080, host_port=24802)
+
+    [row] = status.report(declared(tmp_path), runtime, history, INSTANCE)
+
+    assert row.state is status.State.BUILDING, row
+    assert row.url is not None and row.url.endswith(":24802"), row
