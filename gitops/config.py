@@ -103,6 +103,16 @@ class Settings(BaseModel):
     # Where the settings came from; relative paths above resolve against it.
     config_dir: Path = Field(Path("."), exclude=True)
 
+    @field_validator("instance", mode="before")
+    @classmethod
+    def _instance_name(cls, value: Any) -> Any:
+        # Said in words here: the pattern alone reads as a riddle.
+        if isinstance(value, str) and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", value):
+            raise ValueError(f"{value!r} is not an instance name: use 1 to 32 lowercase letters, digits and "
+                             "hyphens, starting and ending with a letter or digit (e.g. "
+                             f"{_instance_hint(value)!r})")
+        return value
+
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _path_list(cls, value: Any) -> Any:
@@ -254,6 +264,9 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
             raise ConfigError(f"{path}: must be a mapping of settings (see kalpana.yaml.example)")
         data.update(loaded)
         origin.update({key: str(path) for key in loaded})
+    elif explicit and path.is_dir():
+        raise ConfigError(f"config file {path} is a directory: give the settings file itself "
+                          f"(e.g. -c {path / DEFAULT_CONFIG})")
     elif explicit:
         raise ConfigError(f"config file {path} not found: check -c/--config or create it from kalpana.yaml.example")
     dotenv = path.parent / ".env"
@@ -280,3 +293,9 @@ def _default_parallelism() -> int:
     # Several steps mostly wait (for Docker, for health checks): worth it even on 2 CPUs; capped so
     # that 50 builds at once do not swamp a small host.
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def _instance_hint(value: str) -> str:
+    """``value`` made into a valid instance name, to suggest one."""
+    hint = re.sub(r"[^a-z0-9-]+", "-", value.lower())[:32].strip("-")
+    return hint or "default"

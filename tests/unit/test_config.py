@@ -200,6 +200,19 @@ def test_config_error_from_an_env_var_names_the_variable(cwd: Path) -> None:
     assert "TRAEFIK_EMAIL" in str(info.value)
 
 
+def test_a_bad_instance_name_is_explained_in_words_with_a_suggestion(cwd: Path) -> None:
+    write(cwd / "kalpana.yaml", "instance: My_Site\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={})
+    assert "lowercase letters, digits and hyphens" in str(info.value) and "'my-site'" in str(info.value)
+    assert "pattern" not in str(info.value)
+
+
+def test_a_config_path_that_is_a_directory_says_so(cwd: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory: give the settings file itself"):
+        load_settings(str(cwd), environ={})
+
+
 def test_bad_email_in_yaml(cwd: Path) -> None:
     write(cwd / "kalpana.yaml", "traefik_email: nobody\n")
     with pytest.raises(ConfigError, match="traefik_email") as info:
