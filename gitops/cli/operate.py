@@ -94,6 +94,8 @@ def logs(obj: Context, name: str, build_id: str | None, app: bool, follow: bool,
     """Logs of NAME's latest build (or --build ID), or of the running app (--app)."""
     if follow and not app:
         raise click.UsageError("-f/--follow goes with --app (build logs are complete once stored)")
+    if app and build_id:
+        raise click.UsageError("--build picks a build's log; --app shows the running container's: give one of them")
     engine = obj.engine()
     if app and follow:
         try:

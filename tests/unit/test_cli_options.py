@@ -117,3 +117,8 @@ def test_an_empty_value_for_an_option_that_names_something_is_a_usage_error(args
         CliRunner().invoke(cli, [args[0], str(tmp_path / args[1]), *args[2:]], catch_exceptions=False)
     assert result.exit_code == 2, result.output
     assert "is empty" in result.output, result.output
+
+
+def test_logs_app_with_a_build_id_is_a_usage_error_not_silently_ignored(workspace: Path):
+    result = CliRunner().invoke(cli, ["logs", "web", "--app", "--build", "20250101-000000-abcd"])
+    assert result.exit_code == 2 and "give one of them" in result.output, result.output
