@@ -220,7 +220,7 @@ class FakeRuntime:
 
     # -- the Runtime protocol --------------------------------------------
 
-    def load_sdk(self) -> None:
+    def load_sdk(self, builds: bool = True) -> None:
         """Nothing to load."""
         self._call("load_sdk")
 
