@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gitops.errors import ConfigError
@@ -216,7 +215,7 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
     elif explicit:
         raise ConfigError(f"config file {path} not found: check -c/--config or create it from kalpana.yaml.example")
     dotenv = path.parent / ".env"
-    layers = ([(dotenv_values(dotenv), str(dotenv))] if dotenv.is_file() else []) + [(environ, "environment")]
+    layers = ([(_dotenv_values(dotenv), str(dotenv))] if dotenv.is_file() else []) + [(environ, "environment")]
     for values, where in layers:
         found, found_origin = _overrides(values, where)
         if "repo" in found:
@@ -233,3 +232,9 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
         hint = " (unknown key: see kalpana.yaml.example for every key)" if first["type"] == "extra_forbidden" else ""
         source = origin.get(str(first["loc"][0]), str(path)) if first["loc"] else str(path)
         raise ConfigError(f"{source}: {field}: {message}{hint}") from None
+
+
+def _dotenv_values(path: Path) -> dict[str, str | None]:
+    from dotenv import dotenv_values  # imported only when there is a .env to read
+
+    return dotenv_values(path)
