@@ -31,12 +31,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import filelock
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from gitops.build import FIELDS, Build, BuildStatus, Trigger, iso, now_iso, parse_iso, process_alive
 from gitops.build_logs import DEFAULT_MAX_LOG_BYTES, BuildLogs, BuildNotFound, HistoryError
+from gitops import file_lock
 from gitops.errors import LockTimeout
 
 _BUILDS = "builds"
@@ -157,7 +157,7 @@ class History:
                 f"cannot create the state directory {self.logs_dir}: {err.strerror}; "
                 "create it yourself or point state_dir in kalpana.yaml somewhere writable"
             ) from None
-        self._lock = filelock.FileLock(str(self.lock_path), timeout=lock_timeout)
+        self._lock = file_lock.FileLock(str(self.lock_path), timeout=lock_timeout)
 
     # -- plumbing ---------------------------------------------------------
 
@@ -165,9 +165,9 @@ class History:
     def _db(self) -> Iterator[TinyDB]:
         """The lock held and a freshly opened database: one per operation."""
         try:
-            # filelock polls; its 50 ms default lets a busy writer starve the others.
+            # The lock polls; a 50 ms interval lets a busy writer starve the others.
             self._lock.acquire(poll_interval=0.005)
-        except filelock.Timeout:
+        except file_lock.Timeout:
             raise LockTimeout(
                 f"another Kalpana process held {self.lock_path} for more than "
                 f"{self.lock_timeout:g}s: wait for it to finish and retry "

@@ -16,7 +16,8 @@ import pytest
 from gitops.cli.render import escape
 
 #: Loaded only by the commands that need them (builds and pulls; tables and live output).
-HEAVY = ("docker", "requests", "urllib3", "rich", "dotenv", "fastapi", "uvicorn", "starlette", "watchfiles", "git")
+HEAVY = ("docker", "requests", "urllib3", "rich", "dotenv", "filelock", "fastapi", "uvicorn", "starlette", "watchfiles",
+         "git")
 
 
 def _modules_after(code: str) -> set[str]:
