@@ -1,8 +1,8 @@
 """The Docker Engine API over its socket, with the standard library only.
 
 Every command starts a fresh Python process, and importing the docker SDK (with
-requests, urllib3 and certifi behind it) costs about as much as a whole no-op
-`kalpana apply`. What an apply of unchanged or redeploy-only deployments needs
+requests, urllib3 and certifi behind it) costs nearly as much CPU as a whole
+no-op `kalpana apply`. What an apply of unchanged or redeploy-only deployments needs
 (listings, inspecting containers and images, create/start/stop/remove/rename)
 therefore goes through this module; the SDK is imported only to build or pull
 images (its registry credentials and build streaming are worth keeping there).
