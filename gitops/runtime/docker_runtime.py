@@ -20,7 +20,7 @@ from gitops import labels as L
 from gitops.errors import BuildFailed, DockerError, DockerUnavailable, ImageMissing, KalpanaError
 from gitops.runtime.objects import Container, Image, Observed
 from gitops.runtime.protocol import ContainerConfig
-from gitops.runtime.socket_api import APIStatus, SocketAPI, segment
+from gitops.runtime.socket_api import APIStatus, SocketAPI, demultiplex, segment
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
@@ -80,9 +80,9 @@ class DockerRuntime:
             self.api  # noqa: B018 - the property does the work
 
     def _call(self, method: str, path: str, *, body: object = None, timeout: float | None = None,
-              **params: object):
+              raw: bool = False, **params: object):
         with self._guard():
-            return self._socket.request(method, path, params=params, body=body, timeout=timeout)
+            return self._socket.request(method, path, params=params, body=body, timeout=timeout, raw=raw)
 
     def _read(self, path: str, **params: object):
         return self._call("GET", path, **params)
@@ -301,6 +301,20 @@ class DockerRuntime:
 
     def logs(self, container_id: str, tail: int | str = "all") -> str:
         """The container's stdout+stderr (last ``tail`` lines)."""
+        if self._socket is not None:
+            # A failed deploy quotes these: that must not import the SDK mid-rollout (see load_sdk).
+            attrs = self._inspect_raw(container_id)
+            if attrs is None:
+                return ""
+            lines = tail if tail == "all" or (isinstance(tail, int) and tail >= 0) else "all"
+            try:
+                data = self._call("GET", f"/containers/{segment(container_id)}/logs", raw=True, stdout=True,
+                                  stderr=True, tail=str(lines))
+            except _Gone:
+                return ""
+            if not (attrs.get("Config") or {}).get("Tty"):  # without a TTY, stdout and stderr come framed
+                data = demultiplex(data)
+            return data.decode("utf-8", "replace")
         try:
             with self._guard():
                 raw = self.api.logs(container_id, stdout=True, stderr=True, tail=tail)

@@ -69,10 +69,11 @@ class SocketAPI:
         return self.request("DELETE", path, params=params)
 
     def request(self, method: str, path: str, *, params: dict[str, object] | None = None, body: object = None,
-                timeout: float | None = None) -> object:
+                timeout: float | None = None, raw: bool = False) -> object:
         """One request; OSError when nobody answers, APIStatus on a status >= 400.
 
-        ``timeout`` replaces the default for calls that wait on purpose (a stop's grace period).
+        ``timeout`` replaces the default for calls that wait on purpose (a stop's grace period);
+        ``raw`` returns the body as bytes instead of decoding JSON (container logs).
         """
         query = "&".join(f"{k}={quote(_param(v), safe='')}" for k, v in (params or {}).items() if v is not None)
         timeout = self.timeout if timeout is None else timeout
@@ -94,7 +95,19 @@ class SocketAPI:
             except (ValueError, AttributeError):
                 message = data[:200].decode("utf-8", "replace").strip()
             raise APIStatus(response.status, message or f"HTTP {response.status}")
+        if raw:
+            return data
         return json.loads(data) if data.strip() else None
+
+
+def demultiplex(data: bytes) -> bytes:
+    """The payloads of Docker's multiplexed stream (8-byte frame headers: stream, 0, 0, 0, size), joined."""
+    out, at = [], 0
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at + 4:at + 8], "big")
+        out.append(data[at + 8:at + 8 + size])
+        at += 8 + size
+    return b"".join(out)
 
 
 def _param(value: object) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 import uuid
 
 import docker
@@ -142,6 +143,22 @@ def test_images_exist_and_are_removed_through_the_socket(runtime, instance, base
     assert runtime.image_exists(base_image)
 
 
+def test_logs_join_stdout_and_stderr_and_tail_them(runtime, instance, base_image, docker_client):
+    script = "echo one; echo two >&2; printf 'caf\\303\\251\\n'; exec sleep 1000"
+    container_id = runtime.create(_config(instance, base_image, "talk", command=[script], port=None))
+    runtime.start(container_id)
+    deadline = time.monotonic() + 10
+    while "café" not in runtime.logs(container_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # (stdout and stderr are two pipes: Docker may log "two" first)
+    assert sorted(runtime.logs(container_id).splitlines()) == ["café", "one", "two"]
+    assert runtime.logs(container_id) == docker_client.api.logs(container_id, stdout=True, stderr=True).decode()
+    assert runtime.logs(container_id, tail=1) == "café\n"
+    assert runtime.logs(container_id, tail=0) == ""
+    runtime.remove(container_id)
+    assert runtime.logs(container_id) == ""
+
+
 def test_a_missing_socket_is_docker_unavailable(instance, base_image):
     runtime = DockerRuntime(f"unix:///tmp/no-such-docker-{uuid.uuid4().hex}.sock")
     with pytest.raises(DockerUnavailable):
@@ -160,6 +177,7 @@ def test_the_socket_calls_never_need_the_sdk(runtime, instance, base_image, monk
     runtime.rename(container_id, f"{instance}_nosdk-old")
     runtime.stop(container_id, timeout=0)
     assert runtime.image_exists(base_image)
+    assert isinstance(runtime.logs(container_id, tail=5), str)
     runtime.load_sdk(builds=False)
     runtime.remove(container_id)
     assert runtime.exit_info(container_id) == ("gone", None)
