@@ -165,8 +165,8 @@ class History:
     def _db(self) -> Iterator[TinyDB]:
         """The lock held and a freshly opened database: one per operation."""
         try:
-            # The lock polls; a 50 ms interval lets a busy writer starve the others.
-            self._lock.acquire(poll_interval=0.005)
+            # A waiter waits in the kernel's queue (see file_lock): a busy writer cannot starve the others.
+            self._lock.acquire()
         except file_lock.Timeout:
             raise LockTimeout(
                 f"another Kalpana process held {self.lock_path} for more than "
