@@ -13,7 +13,8 @@ Each round, interleaved:
   (timeout 0), remove it, create + start a new one of the same image (port binding, init), then GET
   until the first 200. This is the floor of the Docker work a redeploy needs.
 
-Targets (issue 2): apply overhead beyond the raw Docker calls (apply - raw) < 0.5 s; gap < 1 s.
+Targets: apply overhead beyond the raw Docker calls (apply - raw) <= 0.3 s (issue 12; 0.5 s in issue 2);
+gap < 1 s (issue 2).
 ``kalpana apply`` starts a new Python process: the start-up and import figures are printed as well, so
 the overhead can be attributed.
 
@@ -221,7 +222,7 @@ def main() -> int:
         "startup": startup,
         "overhead_s": overhead, "overhead_attribution": attributed,
         "targets": {
-            "overhead < 0.5 s": {"value": overhead, "verdict": verdict(overhead, 0.5, strict=True)},
+            "overhead <= 0.3 s": {"value": overhead, "verdict": verdict(overhead, 0.3)},
             "gap (median) < 1 s": {"value": s_gap["median"], "verdict": verdict(s_gap["median"], 1.0, strict=True)},
             "gap (max) < 1 s": {"value": gap_max, "verdict": verdict(gap_max, 1.0, strict=True)},
         },

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gitops.errors import ConfigError
@@ -270,7 +269,7 @@ def load_settings(config: str | Path | None = None, environ: Mapping[str, str] |
     elif explicit:
         raise ConfigError(f"config file {path} not found: check -c/--config or create it from kalpana.yaml.example")
     dotenv = path.parent / ".env"
-    layers = ([(dotenv_values(dotenv), str(dotenv))] if dotenv.is_file() else []) + [(environ, "environment")]
+    layers = ([(_dotenv_values(dotenv), str(dotenv))] if dotenv.is_file() else []) + [(environ, "environment")]
     for values, where in layers:
         found, found_origin = _overrides(values, where)
         if "repo" in found:
@@ -299,3 +298,9 @@ def _instance_hint(value: str) -> str:
     """``value`` made into a valid instance name, to suggest one."""
     hint = re.sub(r"[^a-z0-9-]+", "-", value.lower())[:32].strip("-")
     return hint or "default"
+
+
+def _dotenv_values(path: Path) -> dict[str, str | None]:
+    from dotenv import dotenv_values  # imported only when there is a .env to read
+
+    return dotenv_values(path)

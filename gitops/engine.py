@@ -356,7 +356,9 @@ class Engine:
             if plan.changes or any(forced(s.name) for s in plan.steps):
                 # Load the docker SDK before any record says BUILDING: an interrupt landing in the
                 # middle of that import would leave half-imported modules instead of a clean cancel.
-                self.runtime.load_sdk()
+                # Only builds and pulls need it: a redeploy-only plan skips its import (issue 12).
+                self.runtime.load_sdk(builds=bool(force) or any(s.action in (Action.CREATE, Action.REBUILD)
+                                                          for s in plan.changes))
             if any(self._routed(s) for s in plan.changes) or (force and any(self._routed(s) for s in plan.steps)):
                 self._ensure_traefik()
             changes = [f"{s.name} {s.action.value} ({s.reason})" for s in plan.changes]
@@ -685,7 +687,7 @@ class Engine:
         """Redeploy the image of an earlier successful build, without rebuilding; recorded as its own build."""
         d = self.desired(name)
         with ApplyLock(self.settings.state_path, self.settings.lock_timeout, self.events):
-            self.runtime.load_sdk()
+            self.runtime.load_sdk(builds=False)  # a rollback reuses an image
             observed = self.housekeeping.recover()
             current = observed.containers.get(name)
             self._refuse_foreign(current)

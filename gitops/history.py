@@ -32,12 +32,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import filelock
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from gitops.build import FIELDS, Build, BuildStatus, Trigger, iso, now_iso, parse_iso, process_alive
 from gitops.build_logs import DEFAULT_MAX_LOG_BYTES, BuildLogs, BuildNotFound, HistoryError
+from gitops import file_lock
 from gitops.errors import LockTimeout
 
 _BUILDS = "builds"
@@ -158,7 +158,7 @@ class History:
                 f"cannot create the state directory {self.logs_dir}: {err.strerror}; "
                 "create it yourself or point state_dir in kalpana.yaml somewhere writable"
             ) from None
-        self._lock = filelock.FileLock(str(self.lock_path), timeout=lock_timeout)
+        self._lock = file_lock.FileLock(str(self.lock_path), timeout=lock_timeout)
         # The steps of one apply run on several threads: they queue here, in order, rather than
         # poll the file lock against each other (and share one temporary file name, by pid).
         self._threads = threading.RLock()
@@ -175,9 +175,9 @@ class History:
     @contextmanager
     def _locked_db(self) -> Iterator[TinyDB]:
         try:
-            # filelock polls; its 50 ms default lets a busy writer starve the others.
-            self._lock.acquire(poll_interval=0.005)
-        except filelock.Timeout:
+            # A waiter waits in the kernel's queue (see file_lock): a busy writer cannot starve the others.
+            self._lock.acquire()
+        except file_lock.Timeout:
             raise LockTimeout(
                 f"another Kalpana process held {self.lock_path} for more than "
                 f"{self.lock_timeout:g}s: wait for it to finish and retry "

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import yaml
-from dotenv import dotenv_values
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel, to_snake
 from yaml.composer import Composer
@@ -326,6 +325,8 @@ def _resolve(spec: Deployment, path: Path, shown: str, lines: dict, start: int, 
                                    "or in the workspace, or list the directory in allowed_roots in kalpana.yaml")
         if not env_path.is_file():
             return None, SpecError(shown, line, "env_file", f"{display_path(env_path)} not found: create it or remove env_file")
+        from dotenv import dotenv_values  # only a deployment with an env_file needs it
+
         env.update({k: v or "" for k, v in dotenv_values(env_path).items()})
     env.update(spec.env)
     image = spec.image or default_image

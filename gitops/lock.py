@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from gitops.errors import LockTimeout
 from gitops.events import Events, LockWait
+from gitops.file_lock import FileLock, Timeout
 
 
 class ApplyLock:

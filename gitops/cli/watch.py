@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from gitops.cli.commands import json_option, pass_ctx
-from gitops.cli.main import Context, cli
+from gitops.cli.main import Context, cli, long_running
 from gitops.cli.render import out_console, print_json, webhooks_table, write
 from gitops.events import Event, LogLine
 
@@ -48,6 +48,7 @@ class LogLines:
 @pass_ctx
 def watch(obj: Context, log_format: str, no_server: bool) -> None:
     """Run the daemon: apply on file changes, webhooks and polls; heal drift."""
+    long_running()
     from gitops.daemon import Daemon
     from gitops.events import Events
 

@@ -1,22 +1,26 @@
-"""The Docker engine, through the docker SDK's low-level API.
+"""The Docker engine: its API over the socket (``socket_api``), and the docker SDK for builds and pulls.
 
-The low-level API is used on purpose: ``containers.list()`` inspects every
-container (~2.5 ms each), while ``api.containers()`` is one request.
+Everything an apply of unchanged or redeploy-only deployments does goes through
+the standard-library client, so such a command never imports the SDK (about
+0.2 s of CPU per process, most of what a redeploy's start-up used to cost). Builds and pulls use the SDK's low-level API: its
+build streaming and registry credentials (~/.docker/config.json, credential
+helpers) are worth keeping. Addresses the standard-library client cannot reach
+(ssh://, TLS) use the SDK for everything.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import sys
 from datetime import datetime, timezone
 from typing import Callable, Iterator
-
-from gitops.runtime.socket_api import APIStatus, SocketAPI
 
 from gitops import labels as L
 from gitops.errors import BuildFailed, DockerError, DockerUnavailable, ImageMissing, KalpanaError
 from gitops.runtime.objects import Container, Image, Observed
 from gitops.runtime.protocol import ContainerConfig
+from gitops.runtime.socket_api import APIStatus, SocketAPI, demultiplex, segment
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
@@ -44,8 +48,8 @@ class DockerRuntime:
     def __init__(self, address: str, timeout: int = 120):
         self.address = address
         self.timeout = timeout
-        # Reads go through the standard library where it can reach the engine; see socket_api.
-        self._reads = SocketAPI(address, timeout) if SocketAPI.supports(address) else None
+        # Container and image calls go through the standard library where it can reach the engine.
+        self._socket = SocketAPI(address, timeout) if SocketAPI.supports(address) else None
         self._api = None
 
     @classmethod
@@ -66,20 +70,29 @@ class DockerRuntime:
                 self._api = docker.APIClient(base_url=self.address, version="auto", timeout=self.timeout)
         return self._api
 
-    def load_sdk(self) -> None:
-        """Import and connect the SDK now, before work that must be cleanly interruptible starts."""
-        self.api  # noqa: B018 - the property does the work
+    def load_sdk(self, builds: bool = True) -> None:
+        """Import and connect the SDK now, before work that must be cleanly interruptible starts.
+
+        ``builds``: the coming work builds or pulls images. Without that, the SDK is needed
+        only where the standard-library client cannot reach the engine.
+        """
+        if builds or self._socket is None:
+            self.api  # noqa: B018 - the property does the work
+
+    def _call(self, method: str, path: str, *, body: object = None, timeout: float | None = None,
+              raw: bool = False, **params: object):
+        with self._guard():
+            return self._socket.request(method, path, params=params, body=body, timeout=timeout, raw=raw)
 
     def _read(self, path: str, **params: object):
-        with self._guard():
-            return self._reads.get(path, **params)
+        return self._call("GET", path, **params)
 
     # -- observing -------------------------------------------------------
 
     def observe(self, instance: str) -> Observed:
         """One listing of this instance's containers and one of its images."""
         filters = {"label": L.instance_filter(instance)}
-        if self._reads is not None:
+        if self._socket is not None:
             raw_containers = self._read("/containers/json", all="1", filters=filters)
             raw_images = self._read("/images/json", filters=filters)
         else:
@@ -90,9 +103,9 @@ class DockerRuntime:
                                    [Image.from_list(i) for i in raw_images])
 
     def _inspect_raw(self, container_id: str) -> dict | None:
-        if self._reads is not None:
+        if self._socket is not None:
             try:
-                return self._read(f"/containers/{container_id}/json")
+                return self._read(f"/containers/{segment(container_id)}/json")
             except _Gone:
                 return None
         try:
@@ -133,12 +146,9 @@ class DockerRuntime:
 
     def ensure_image(self, image: str, on_line: Callable[[str], None] = lambda line: None) -> None:
         """Make sure a base image is local, pulling it (reporting progress) if needed; ImageMissing otherwise."""
+        if self.image_exists(image):
+            return
         with self._guard():
-            try:
-                self.api.inspect_image(image)
-                return
-            except derrors.ImageNotFound:
-                pass
             repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
             on_line(f"pulling {image}")
             try:
@@ -174,6 +184,12 @@ class DockerRuntime:
 
     def image_exists(self, image: str) -> bool:
         """True when ``image`` is on the host."""
+        if self._socket is not None:
+            try:
+                self._read(f"/images/{segment(image)}/json")
+                return True
+            except _Gone:
+                return False
         try:
             with self._guard():
                 self.api.inspect_image(image)
@@ -183,6 +199,12 @@ class DockerRuntime:
 
     def remove_image(self, image: str) -> None:
         """Remove an image; an image still in use or already gone is left alone."""
+        if self._socket is not None:
+            try:
+                self._call("DELETE", f"/images/{segment(image)}", force=False, noprune=False)
+            except (_Gone, DockerError):
+                pass
+            return
         try:
             with self._guard():
                 self.api.remove_image(image, noprune=False)
@@ -202,6 +224,12 @@ class DockerRuntime:
             bindings[inside] = outside if address in ("", "0.0.0.0", "::") else (address, outside)
         binds = {source: {"bind": target, "mode": "ro" if read_only else "rw"}
                  for source, target, read_only in config.mounts}
+        if self._socket is not None:
+            try:
+                created = self._call("POST", "/containers/create", body=_create_body(config, bound), name=config.name)
+            except (_Gone, _Refused) as exc:  # 404: no such image; 409: the name is taken
+                raise KalpanaError(f"cannot create container {config.name}: {exc.detail}") from None
+            return created["Id"]
         host_config = self.api.create_host_config(
             port_bindings=bindings or None,
             binds=binds or None,
@@ -260,17 +288,28 @@ class DockerRuntime:
 
     def start(self, container_id: str) -> None:
         """Start a container; a port already taken is explained."""
+        if self._socket is not None:
+            try:
+                self._call("POST", f"/containers/{segment(container_id)}/start")
+            except (_Gone, _Refused) as exc:
+                raise _start_refused(exc.detail) from None
+            return
         with self._guard():
             try:
                 self.api.start(container_id)
             except derrors.APIError as exc:
-                detail = _short(exc)
-                if "port is already allocated" in detail or "address already in use" in detail:
-                    raise KalpanaError(f"cannot start container: {detail}: free that host port or set another exposed_port") from None
-                raise KalpanaError(f"cannot start container: {detail}") from None
+                raise _start_refused(_short(exc)) from None
 
     def stop(self, container_id: str, timeout: int) -> None:
         """Stop a container (SIGTERM, then SIGKILL after ``timeout`` s); gone is fine."""
+        if self._socket is not None:
+            try:
+                # The answer comes after the grace period: wait for it on top of the usual timeout.
+                self._call("POST", f"/containers/{segment(container_id)}/stop", t=timeout,
+                           timeout=self.timeout + timeout)
+            except _Gone:
+                pass
+            return
         try:
             with self._guard():
                 self.api.stop(container_id, timeout=timeout)
@@ -279,6 +318,12 @@ class DockerRuntime:
 
     def remove(self, container_id: str) -> None:
         """Force-remove a container; gone is fine."""
+        if self._socket is not None:
+            try:
+                self._call("DELETE", f"/containers/{segment(container_id)}", force=True, v=True)
+            except _Gone:
+                pass
+            return
         try:
             with self._guard():
                 self.api.remove_container(container_id, force=True, v=True)
@@ -287,11 +332,31 @@ class DockerRuntime:
 
     def rename(self, container_id: str, name: str) -> None:
         """Rename a container (frees its name for a successor)."""
+        if self._socket is not None:
+            try:
+                self._call("POST", f"/containers/{segment(container_id)}/rename", name=name)
+            except _Gone as exc:  # as with the SDK: a 404 here is Docker's refusal like any other
+                raise DockerError(f"Docker refused: {exc.detail}") from None
+            return
         with self._guard():
             self.api.rename(container_id, name)
 
     def logs(self, container_id: str, tail: int | str = "all") -> str:
         """The container's stdout+stderr (last ``tail`` lines)."""
+        if self._socket is not None:
+            # A failed deploy quotes these: that must not import the SDK mid-rollout (see load_sdk).
+            attrs = self._inspect_raw(container_id)
+            if attrs is None:
+                return ""
+            lines = tail if tail == "all" or (isinstance(tail, int) and tail >= 0) else "all"
+            try:
+                data = self._call("GET", f"/containers/{segment(container_id)}/logs", raw=True, stdout=True,
+                                  stderr=True, tail=str(lines))
+            except _Gone:
+                return ""
+            if not (attrs.get("Config") or {}).get("Tty"):  # without a TTY, stdout and stderr come framed
+                data = demultiplex(data)
+            return data.decode("utf-8", "replace")
         try:
             with self._guard():
                 raw = self.api.logs(container_id, stdout=True, stderr=True, tail=tail)
@@ -310,7 +375,64 @@ class DockerRuntime:
 
 
 class _Gone(KalpanaError):
-    """404 from the engine through the standard-library reads."""
+    """404 from the engine through the standard-library client."""
+
+    def __init__(self, detail: str):
+        self.detail = detail
+        super().__init__(detail)
+
+
+class _Refused(DockerError):
+    """Any other error status from the engine through the standard-library client."""
+
+    def __init__(self, detail: str):
+        self.detail = detail
+        super().__init__(f"Docker refused: {detail}")
+
+
+def _start_refused(detail: str) -> KalpanaError:
+    if "port is already allocated" in detail or "address already in use" in detail:
+        return KalpanaError(f"cannot start container: {detail}: free that host port or set another exposed_port")
+    return KalpanaError(f"cannot start container: {detail}")
+
+
+def _create_body(config: ContainerConfig, bound: int | tuple[str, int] | None) -> dict:
+    """The JSON of ``POST /containers/create``: what the SDK's create_container sends for the same settings."""
+    port, host_port = config.port, config.host_port
+    host_config: dict = {"NetworkMode": config.network or "default", "RestartPolicy": {"Name": "unless-stopped"},
+                         # An init as PID 1 forwards SIGTERM: a shell or httpd as PID 1 ignores it,
+                         # and every stop would then wait the whole grace period.
+                         "Init": True}
+    bindings: dict[str, list[dict]] = {}
+    if port and host_port:
+        address, published = bound if isinstance(bound, tuple) else ("", bound)
+        bindings[f"{port}/tcp"] = [{"HostIp": address, "HostPort": str(published)}]
+    for inside, address, outside in config.published:
+        bindings[f"{inside}/tcp"] = [{"HostIp": "" if address in ("", "0.0.0.0", "::") else address,
+                                      "HostPort": str(outside)}]
+    if bindings:
+        host_config["PortBindings"] = bindings
+    if config.mounts:
+        host_config["Binds"] = [f"{source}:{target}:{'ro' if read_only else 'rw'}"
+                                for source, target, read_only in config.mounts]
+    if config.memory:
+        host_config["Memory"] = config.memory
+    if config.cpus:
+        host_config["NanoCpus"] = int(config.cpus * 1e9)
+    body: dict = {"Image": config.image, "Tty": False, "OpenStdin": False, "StdinOnce": False,
+                  "AttachStdin": False, "AttachStdout": False, "AttachStderr": False, "NetworkDisabled": False,
+                  "Env": [f"{key}={value}" for key, value in config.env.items()],
+                  "Labels": dict(config.labels), "HostConfig": host_config}
+    exposed = ([port] if port else []) + [inside for inside, _, _ in config.published]
+    if exposed:
+        body["ExposedPorts"] = {f"{inside}/tcp": {} for inside in exposed}
+    if config.network:
+        endpoint = {"Aliases": list(config.aliases)} if config.aliases else {}
+        body["NetworkingConfig"] = {"EndpointsConfig": {config.network: endpoint}}
+    for key, value in (("Cmd", config.command), ("Entrypoint", config.entrypoint), ("WorkingDir", config.working_dir)):
+        if value is not None:
+            body[key] = value
+    return body
 
 
 class _Guard:
@@ -323,14 +445,16 @@ class _Guard:
         return None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None:
+        if exc is None or isinstance(exc, KalpanaError):
             return False
         if isinstance(exc, APIStatus):
             if exc.status == 404:
                 raise _Gone(str(exc)) from None
-            raise DockerError(f"Docker refused: {exc}") from None
+            raise _Refused(str(exc)) from None
         if isinstance(exc, OSError) and not hasattr(exc, "response"):  # the socket: refused, missing, timed out
             raise DockerUnavailable(self.address, _short(exc)) from None
+        if "docker" not in sys.modules:  # nothing below can be an SDK error, and importing requests costs
+            return False
         from requests.exceptions import ConnectionError as RequestsConnectionError, ReadTimeout
 
         if isinstance(exc, (RequestsConnectionError, ReadTimeout)):

@@ -48,8 +48,11 @@ class Runtime(Protocol):
     container that is gone are no-ops where the docstring says "gone is fine".
     """
 
-    def load_sdk(self) -> None:
-        """Do now any slow set-up a later call would do, before work that must be cleanly interruptible."""
+    def load_sdk(self, builds: bool = True) -> None:
+        """Do now any slow set-up a later call would do, before work that must be cleanly interruptible.
+
+        ``builds``: whether that work builds or pulls images (a redeploy-only plan does not).
+        """
 
     def observe(self, instance: str) -> Observed:
         """One listing of this instance's containers and images."""

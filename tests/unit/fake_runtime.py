@@ -139,6 +139,7 @@ class FakeRuntime:
         self.dockerfiles: dict[str, str] = {}  # tag -> the Dockerfile it was built from
         self.created: list[ContainerConfig] = []  # what each create() was given, in order
         self.created_ids: list[str] = []  # and the id it returned
+        self.sdk_loads: list[bool] = []  # the ``builds`` argument of each load_sdk()
         self._next_containers: list[Behaviour] = []
         self._builds: list[_BuildScript] = []
         self._serial = 0
@@ -230,8 +231,9 @@ class FakeRuntime:
 
     # -- the Runtime protocol --------------------------------------------
 
-    def load_sdk(self) -> None:
+    def load_sdk(self, builds: bool = True) -> None:
         """Nothing to load."""
+        self.sdk_loads.append(builds)
         self._call("load_sdk")
 
     def observe(self, instance: str) -> Observed:

@@ -478,3 +478,22 @@ def test_a_failed_step_says_whether_its_cause_was_outside_the_deployment(project
     assert outcome.build.status is BuildStatus.FAILED  # recorded either way
     [failed] = [e for e in project.events if isinstance(e, StepFailed)]
     assert failed.transient is transient
+
+
+# -- issue 12: the docker SDK is loaded up front only for work that builds ------------------------------------
+
+def test_a_redeploy_only_plan_loads_no_sdk_and_a_build_does(project, runtime):
+    project.deployed()
+    assert runtime.sdk_loads == [True]  # the first apply built
+    project.write(env={"COLOR": "red"})
+    runtime.allow("observe", *DEPLOY)
+
+    result = project.engine.apply()
+
+    assert [o.step.action.value for o in result.outcomes] == ["redeploy"] and result.ok
+    assert runtime.sdk_loads == [True, False]
+    project.write(build_command="echo building v2")
+    runtime.allow("remove_image", *BUILD)
+    assert project.engine.apply().ok
+    assert runtime.sdk_loads == [True, False, True]
+
