@@ -51,7 +51,7 @@ class Context:
 
 #: The modules whose ``@cli.command()``s make up the CLI. They are imported when a command is
 #: looked up, not before: ``--version`` needs none of them (nor pydantic, which they load).
-COMMAND_MODULES = ("commands", "init", "operate", "watch")
+COMMAND_MODULES = ("commands", "init", "operate", "routing_cmds", "watch")
 
 
 def register_commands() -> None:

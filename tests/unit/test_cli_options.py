@@ -12,8 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from gitops.cli import commands, init, operate, routing_cmds, watch  # noqa: F401 - registers the commands
-from gitops.cli.main import cli
+from gitops.cli.main import cli, register_commands
 from gitops.crash import EXIT_CODE
 
 BAD_VALUES = ["-1", "0", "abc", "", str(10**30), "-" + str(10**30), "../x", "ünï©ødé", "1.5", "x" * 300, "\n"]
@@ -28,6 +27,7 @@ def walk(group: click.Group, path: tuple[str, ...] = ()):
             yield from walk(command, (*path, name))
 
 
+register_commands()  # every command the CLI has, as `kalpana --help` lists them
 COMMANDS = list(walk(cli))
 
 
@@ -122,3 +122,17 @@ def test_an_empty_value_for_an_option_that_names_something_is_a_usage_error(args
 def test_logs_app_with_a_build_id_is_a_usage_error_not_silently_ignored(workspace: Path):
     result = CliRunner().invoke(cli, ["logs", "web", "--app", "--build", "20250101-000000-abcd"])
     assert result.exit_code == 2 and "give one of them" in result.output, result.output
+
+
+def test_every_command_module_is_registered_with_the_cli():
+    # Commands load on lookup (COMMAND_MODULES): a module left out of that list is a command that vanished.
+    import pkgutil
+
+    import gitops.cli
+    from gitops.cli.main import COMMAND_MODULES
+
+    modules = {m.name for m in pkgutil.iter_modules(gitops.cli.__path__)} - {"main"}  # main defines the group
+    with_commands = {name for name in modules
+                     if "@cli.command" in (Path(gitops.cli.__path__[0]) / f"{name}.py").read_text()
+                     or "@cli.group" in (Path(gitops.cli.__path__[0]) / f"{name}.py").read_text()}
+    assert with_commands <= set(COMMAND_MODULES), with_commands - set(COMMAND_MODULES)
