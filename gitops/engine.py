@@ -386,6 +386,7 @@ class Engine:
             done = iter(self._run_steps([s for s in slots if not isinstance(s, Outcome)], trigger, plan.steps))
             result.outcomes.extend(s if isinstance(s, Outcome) else next(done) for s in slots)
             # Nothing changed on Docker when no step ran: the observation taken at the start still holds.
+            self._drop_stale_routes(observed if not result.outcomes else None)
             self.housekeeping.prune_history(observed if not result.outcomes else None)
             return result
 
@@ -447,6 +448,22 @@ class Engine:
     def _routed(self, step: Step) -> bool:
         return bool(step.desired and step.desired.spec.enabled and step.action is not Action.REMOVE
                     and routing.route_host(step.desired, self.settings.traefik_base_url))
+
+    def _drop_stale_routes(self, observed: Observed | None) -> None:
+        """Remove this instance's route documents that no container of its deployment carries a route for.
+
+        A deployment moved to port mode (base URL or subdomain removed), or removed while a run died,
+        would otherwise keep a route to a container that is gone (`kalpana routes`: "no container answers").
+        Under the apply lock, so no rollout is between writing a route and labelling its container.
+        """
+        names = self.routes.ours()
+        if not names:
+            return
+        observed = observed or self.runtime.observe(self.instance)
+        routed = {c.deployment for c in list(observed.containers.values()) + observed.extra if c.route_host}
+        for name in names:
+            if name not in routed:
+                self.routes.drop(name)
 
     def _ensure_traefik(self) -> TraefikState:
         """Before the first routed container: the network and a Traefik (the user's, or kalpana-traefik).

@@ -272,3 +272,48 @@ def test_setting_a_base_url_redeploys_a_port_mode_container_into_subdomain_mode(
     assert (step.action.value, step.reason) == ("redeploy", f"route changed: https://shop.{BASE} (was port mode)")
     assert e.engine.apply().ok
     assert runtime.created[-1].network == "traefik-proxy" and runtime.created[-1].labels[L.ROUTE_HOST] == f"shop.{BASE}"
+
+
+# -- back to port mode: the route goes (QA of issue 10) ----------------------------------------------------------
+
+@pytest.mark.parametrize("change", ["no base URL", "no subdomain"])
+def test_falling_back_to_port_mode_removes_the_route_once_the_port_mode_container_serves(tmp_path, change):
+    runtime = FakeRuntime(allow={"observe", "remove_image", *BUILD, *DEPLOY, *TRAEFIK})
+    e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
+    write(tmp_path, "shop")
+    assert e.engine.apply().ok
+    table = RouteTable(e.settings.routes_path, INSTANCE)
+    assert table.get("shop") is not None
+    if change == "no base URL":
+        e = _Engine(tmp_path, runtime)
+    else:
+        path = tmp_path / "deployments.d" / "shop.yaml"
+        spec = yaml.safe_load(path.read_text())
+        del spec["subdomain"]
+        path.write_text(yaml.safe_dump(spec))
+    assert e.engine.apply().ok
+    final = runtime.created[-1]
+    assert final.host_port and final.network is None and L.ROUTE_HOST not in final.labels
+    assert table.get("shop") is None and table.entries() == [], "the route named a container that is gone"
+    assert not list(e.settings.routes_path.glob("*.yml"))
+    runtime.assert_no_violations()
+
+
+def test_an_apply_removes_route_files_no_container_of_this_instance_carries_and_leaves_foreign_files(tmp_path):
+    runtime = FakeRuntime(allow={"observe", "remove_image", *BUILD, *DEPLOY})
+    e = _Engine(tmp_path, runtime)  # routing off entirely
+    write(tmp_path, "shop", exposed_port=28125)
+    table = RouteTable(e.settings.routes_path, INSTANCE)
+    table.write("shop", f"shop.{BASE}", ["http://unit_shop-dead:8080"], ROUTE)  # left by an older version
+    table.write("gone", f"gone.{BASE}", ["http://unit_gone-dead:8080"], ROUTE)  # its deployment was deleted
+    RouteTable(e.settings.routes_path, "other").write("mine", f"mine.{BASE}", ["http://x:80"], ROUTE)
+    (e.settings.routes_path / "users-own.yml").write_text("http:\n  middlewares: {}\n")
+    assert e.engine.apply().ok
+    assert sorted(p.name for p in e.settings.routes_path.glob("*.yml")) == ["mine.yml", "users-own.yml"], \
+        "only this instance's stale routes go; a file Kalpana did not write stays"
+    # Nothing to do: a no-op apply cleans too.
+    table.write("shop", f"shop.{BASE}", ["http://unit_shop-dead:8080"], ROUTE)
+    runtime.calls.clear()
+    assert e.engine.apply().ok and not runtime.changes()
+    assert table.get("shop") is None
+    runtime.assert_no_violations()
