@@ -206,21 +206,30 @@ def test_subdomain_mode_starts_traefik_then_routes_the_healthy_container_without
 
 
 class _NoTraefikImage(FakeRuntime):
+    detail = "pull access denied"
+
     def ensure_image(self, image, on_line=lambda line: None):
         self._call("ensure_image", image)
         if image.startswith("traefik:"):
-            raise ImageMissing(image, "pull access denied")
+            raise ImageMissing(image, self.detail)
 
 
-def test_a_missing_traefik_image_is_named_with_how_to_provide_it_and_no_app_container_is_touched(tmp_path):
+@pytest.mark.parametrize("detail", ["pull access denied",
+                                    'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: '
+                                    "no such host", ""])
+def test_a_missing_traefik_image_is_named_with_how_to_provide_it_and_no_app_container_is_touched(tmp_path, detail):
     runtime = _NoTraefikImage(allow={"observe", "load_sdk", "ensure_network", "container_named", "containers_on_network",
                                      "ensure_image"})
+    runtime.detail = detail
     e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
     write(tmp_path, "shop")
     with pytest.raises(KalpanaError) as info:
         e.engine.apply()
     text = str(info.value)
     assert "'traefik:v3.3'" in text and "docker pull traefik:v3.3" in text and "traefik_image" in text, text
+    pulled = "Traefik image 'traefik:v3.3' is not on this Docker host and could not be pulled"
+    assert text.startswith(pulled + (f" ({detail}): run `docker pull" if detail else ": run `docker pull")), \
+        "Docker's reason whole, in parentheses, however many colons it holds"
     assert "no deployment was changed" in text
     assert runtime.created == [] and not any(m in ("build", "create", "start") for m, _ in runtime.calls)
     runtime.assert_no_violations()
