@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from gitops.overview import DeploymentView
     from gitops.pool import Cancel
+    from gitops.route_report import RoutesReport
     from gitops.status import DeploymentStatus
     from gitops.webhook import Endpoint
 
@@ -497,11 +498,13 @@ class Engine:
         """`kalpana traefik status`."""
         return TraefikManager(self.runtime, self.settings).state()
 
-    def routes_report(self) -> list:
-        """`kalpana routes`: every host routed, to which container and port, and whether that target is ready now."""
-        from gitops.route_report import report  # imported here: a no-op apply never needs it
+    def routes_report(self) -> RoutesReport:
+        """`kalpana routes`: every host routed, to which container and port, whether that target is ready now,
+        and whether a Traefik runs to serve them."""
+        from gitops.route_report import RoutesReport, report  # imported here: a no-op apply never needs it
 
-        return report(self.routes, self.runtime, self.load(), self.instance)
+        rows = report(self.routes, self.runtime, self.load(), self.instance)
+        return RoutesReport(rows, self.traefik_state())
 
     def _execute(self, step: Step, revision: Revision, trigger: Trigger, force: bool) -> Outcome:
         self.events.emit(StepStarted(step.name, step.reason, action=step.action.value))

@@ -326,3 +326,53 @@ def test_an_apply_removes_route_files_no_container_of_this_instance_carries_and_
     assert e.engine.apply().ok and not runtime.changes()
     assert table.get("shop") is None
     runtime.assert_no_violations()
+
+
+# -- `kalpana routes` says when no Traefik serves them (QA of issue 10) -----------------------------------------
+
+def test_routes_after_traefik_down_say_the_routes_are_not_served(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from gitops import health
+    from gitops.cli import routing_cmds  # noqa: F401 - registers the commands
+    from gitops.cli.main import Context, cli
+
+    runtime = FakeRuntime(allow={"observe", "remove_image", "remove", *BUILD, *DEPLOY, *TRAEFIK})
+    e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
+    write(tmp_path, "shop")
+    assert e.engine.apply().ok
+    (tmp_path / "kalpana.yaml").write_text(yaml.safe_dump({
+        "instance": INSTANCE, "state_dir": str(e.settings.state_path), "deployments_dir": "deployments.d",
+        "workspace": ".", "traefik_base_url": BASE}))
+    monkeypatch.chdir(tmp_path)
+    for key in ("KALPANA_CONFIG", "TRAEFIK_BASE_URL", "KALPANA_TRAEFIK_BASE_URL", "TRAEFIK_NETWORK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(Context, "runtime", property(lambda self: runtime))
+    monkeypatch.setattr(health, "probe", lambda check, port, host: (True, "200 OK"))
+
+    def routes(*args: str):
+        result = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(cli, ["routes", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    served = json.loads(routes("--json"))
+    assert served["served"] is True and served["note"] is None and served["traefik"]["running"] is True
+    assert "not served" not in routes()
+
+    assert e.engine.traefik_down() is not None
+    gone = json.loads(routes("--json"))
+    assert [r["ready"] for r in gone["routes"]] == [True], "the target itself is still ready"
+    assert gone["served"] is False and gone["traefik"]["mode"] == "none", gone
+    assert "no Traefik runs on network traefik-proxy" in gone["note"], gone
+    text = routes()
+    assert f"https://shop.{BASE}" in text and "these routes are not served" in text and "kalpana traefik up" in text, text
+
+    # Created but stopped (docker stop, a crash): it is named.
+    runtime.allow("stop")
+    e.engine.traefik_up()
+    runtime.stop(runtime.by_name("unit_kalpana-traefik").id, timeout=0)
+    stopped = json.loads(routes("--json"))
+    assert stopped["served"] is False and "unit_kalpana-traefik is not running" in stopped["note"], stopped
+    runtime.assert_no_violations()
