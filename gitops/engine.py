@@ -238,12 +238,10 @@ class Engine:
             d = load.desired.pop(name)
             load.errors.append(SpecError(d.file, d.line_of("exposed_port"), "exposed_port", message))
             broken.add(name)
-        base = self.settings.traefik_base_url
         for name, d in load.desired.items():
-            if d.spec.subdomain and not base and (not only or name in only) and d.spec.enabled:
-                self.events.emit(Warned(name, f"{d.file}:{d.line_of('subdomain')}: subdomain {d.spec.subdomain!r} "
-                                        "needs a base URL: set TRAEFIK_BASE_URL (traefik_base_url in kalpana.yaml); "
-                                        "until then it is served in port mode"))
+            warning = routing.missing_base_url(d, self.settings.traefik_base_url)
+            if warning and (not only or name in only):
+                self.events.emit(Warned(name, warning))
         note = None
         if not load.ok:
             note = f"pruning skipped: {len(load.errors)} file error(s) this run"

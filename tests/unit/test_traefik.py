@@ -376,3 +376,36 @@ def test_routes_after_traefik_down_say_the_routes_are_not_served(tmp_path, monke
     stopped = json.loads(routes("--json"))
     assert stopped["served"] is False and "unit_kalpana-traefik is not running" in stopped["note"], stopped
     runtime.assert_no_violations()
+
+
+@pytest.mark.parametrize("base", [None, BASE])
+def test_validate_warns_as_apply_does_about_a_subdomain_without_base_url_and_exits_0(tmp_path, monkeypatch, base):
+    import json
+
+    from click.testing import CliRunner
+
+    from gitops.cli import commands  # noqa: F401 - registers the commands
+    from gitops.cli.main import cli
+
+    (tmp_path / "deployments.d").mkdir()
+    write(tmp_path, "shop")
+    write(tmp_path, "plain", subdomain=None)
+    (tmp_path / "kalpana.yaml").write_text(yaml.safe_dump({
+        "instance": INSTANCE, "state_dir": "state", "deployments_dir": "deployments.d", "workspace": ".",
+        **({"traefik_base_url": base} if base else {})}))
+    monkeypatch.chdir(tmp_path)
+    for key in ("KALPANA_CONFIG", "TRAEFIK_BASE_URL", "KALPANA_TRAEFIK_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    runner = CliRunner(env={"COLUMNS": "300", "NO_COLOR": "1"})
+    text = runner.invoke(cli, ["validate"])
+    data = runner.invoke(cli, ["validate", "--json"])
+    assert text.exit_code == 0 and data.exit_code == 0, text.output + data.output
+    warnings = json.loads(data.output)["warnings"]
+    if base:
+        assert warnings == [] and "warning" not in text.output, text.output
+        return
+    line = yaml.safe_dump(app("shop"), sort_keys=False).splitlines().index("subdomain: shop") + 1
+    expected = (f"deployments.d/shop.yaml:{line}: subdomain 'shop' needs a base URL: set TRAEFIK_BASE_URL "
+                "(traefik_base_url in kalpana.yaml); until then it is served in port mode")
+    assert [w.endswith(expected) for w in warnings] == [True], warnings
+    assert f"warning: {warnings[0]}" in text.output and "ok: 2 deployment(s)" in text.output, text.output
