@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gitops.errors import ConfigError
 
 DEFAULT_CONFIG = "kalpana.yaml"
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123
+_TLD = re.compile(r"[a-z]{2,63}|xn--[a-z0-9-]{1,59}")  # alphabetic, or an internationalized one (punycode)
 
 
 class RepoSettings(BaseModel):
@@ -153,23 +155,27 @@ class Settings(BaseModel):
 
     @field_validator("traefik_base_url")
     @classmethod
-    def _bare_domain(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        value = value.strip().removeprefix("https://").removeprefix("http://").strip("/")
-        if "/" in value or " " in value or "." not in value:
-            raise ValueError(f"{value!r} is not a domain name: use one such as example.com (no path)")
-        return value
-
-    @field_validator("traefik_base_url")
-    @classmethod
     def _domain_name(cls, value: str | None) -> str | None:
-        # After _bare_domain (validators of one field run in definition order): every label a DNS label.
-        if value and not all(re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", part)
-                             for part in value.lower().split(".")):
-            raise ValueError(f"{value!r} is not a domain name: use letters, digits, hyphens and dots, "
-                             "such as example.com (no scheme, port or path)")
-        return value.lower() if value else value
+        # A scheme and a trailing slash are cut quietly (the guide's users paste URLs); anything else
+        # that is not a domain name is refused: hosts become <subdomain>.<base-url>, and an IP address
+        # or a bare word gives hosts no certificate authority will sign.
+        if value is None or not value.strip():
+            return None
+        bare = value.strip().removeprefix("https://").removeprefix("http://").strip("/").lower()
+        expected = ("set a domain name such as example.com (labels of letters, digits and hyphens "
+                    "separated by dots, at least two labels, ending in an alphabetic top-level domain; "
+                    "no IP address, port or path)")
+        try:
+            ipaddress.ip_address(bare.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            raise ValueError(f"{value!r} is an IP address: {expected}")
+        labels = bare.split(".")
+        if len(bare) > 253 or len(labels) < 2 or not all(_DNS_LABEL.fullmatch(part) for part in labels) \
+                or not _TLD.fullmatch(labels[-1]):
+            raise ValueError(f"{value!r} is not a domain name: {expected}")
+        return bare
 
     @field_validator("traefik_email")
     @classmethod

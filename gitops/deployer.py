@@ -186,6 +186,10 @@ class Deployer:
                 raise DeployFailed(f"{exc}; the previous container keeps serving" if old else str(exc)) from None
             raise
         gap = self._monotonic() - gap_start if gap_start is not None else None
+        if not route and self.routes is not None:
+            # Port mode now (no base URL, or no subdomain any more) and the new container serves on its
+            # port: a route left from subdomain mode would name a container that is about to go.
+            self.routes.drop(desired.name)
         if old:
             self.runtime.remove(old.id)
         return Rollout(new_id, host_port, self._monotonic() - started, gap, trial_seconds)

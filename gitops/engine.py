@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from gitops.overview import DeploymentView
     from gitops.pool import Cancel
+    from gitops.route_report import RoutesReport
     from gitops.status import DeploymentStatus
     from gitops.webhook import Endpoint
 
@@ -237,12 +238,10 @@ class Engine:
             d = load.desired.pop(name)
             load.errors.append(SpecError(d.file, d.line_of("exposed_port"), "exposed_port", message))
             broken.add(name)
-        base = self.settings.traefik_base_url
         for name, d in load.desired.items():
-            if d.spec.subdomain and not base and (not only or name in only) and d.spec.enabled:
-                self.events.emit(Warned(name, f"{d.file}:{d.line_of('subdomain')}: subdomain {d.spec.subdomain!r} "
-                                        "needs a base URL: set TRAEFIK_BASE_URL (traefik_base_url in kalpana.yaml); "
-                                        "until then it is served in port mode"))
+            warning = routing.missing_base_url(d, self.settings.traefik_base_url)
+            if warning and (not only or name in only):
+                self.events.emit(Warned(name, warning))
         note = None
         if not load.ok:
             note = f"pruning skipped: {len(load.errors)} file error(s) this run"
@@ -388,6 +387,7 @@ class Engine:
             done = iter(self._run_steps([s for s in slots if not isinstance(s, Outcome)], trigger, plan.steps))
             result.outcomes.extend(s if isinstance(s, Outcome) else next(done) for s in slots)
             # Nothing changed on Docker when no step ran: the observation taken at the start still holds.
+            self._drop_stale_routes(observed if not result.outcomes else None)
             self.housekeeping.prune_history(observed if not result.outcomes else None)
             return result
 
@@ -450,6 +450,22 @@ class Engine:
         return bool(step.desired and step.desired.spec.enabled and step.action is not Action.REMOVE
                     and routing.route_host(step.desired, self.settings.traefik_base_url))
 
+    def _drop_stale_routes(self, observed: Observed | None) -> None:
+        """Remove this instance's route documents that no container of its deployment carries a route for.
+
+        A deployment moved to port mode (base URL or subdomain removed), or removed while a run died,
+        would otherwise keep a route to a container that is gone (`kalpana routes`: "no container answers").
+        Under the apply lock, so no rollout is between writing a route and labelling its container.
+        """
+        names = self.routes.ours()
+        if not names:
+            return
+        observed = observed or self.runtime.observe(self.instance)
+        routed = {c.deployment for c in list(observed.containers.values()) + observed.extra if c.route_host}
+        for name in names:
+            if name not in routed:
+                self.routes.drop(name)
+
     def _ensure_traefik(self) -> TraefikState:
         """Before the first routed container: the network and a Traefik (the user's, or kalpana-traefik).
 
@@ -482,11 +498,13 @@ class Engine:
         """`kalpana traefik status`."""
         return TraefikManager(self.runtime, self.settings).state()
 
-    def routes_report(self) -> list:
-        """`kalpana routes`: every host routed, to which container and port, and whether that target is ready now."""
-        from gitops.route_report import report  # imported here: a no-op apply never needs it
+    def routes_report(self) -> RoutesReport:
+        """`kalpana routes`: every host routed, to which container and port, whether that target is ready now,
+        and whether a Traefik runs to serve them."""
+        from gitops.route_report import RoutesReport, report  # imported here: a no-op apply never needs it
 
-        return report(self.routes, self.runtime, self.load(), self.instance)
+        rows = report(self.routes, self.runtime, self.load(), self.instance)
+        return RoutesReport(rows, self.traefik_state())
 
     def _execute(self, step: Step, revision: Revision, trigger: Trigger, force: bool) -> Outcome:
         self.events.emit(StepStarted(step.name, step.reason, action=step.action.value))

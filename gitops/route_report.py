@@ -15,6 +15,7 @@ from gitops.loader import LoadResult
 from gitops.routes import RouteTable
 from gitops.runtime.protocol import Runtime
 from gitops.spec import HealthCheck
+from gitops.traefik import TraefikMode, TraefikState
 
 
 @dataclass
@@ -32,6 +33,39 @@ class RouteStatus:
     def to_dict(self) -> dict:
         """JSON form (`kalpana routes --json`)."""
         return asdict(self)
+
+
+@dataclass
+class RoutesReport:
+    """What `kalpana routes` shows: the rows, and the Traefik that should serve them.
+
+    READY is about the target container; ``served`` says whether any Traefik runs to read the
+    routes at all (after `kalpana traefik down` every target may be ready and nothing is served).
+    """
+
+    rows: list[RouteStatus]
+    traefik: TraefikState
+
+    @property
+    def served(self) -> bool:
+        """A Traefik runs that serves these routes."""
+        return self.traefik.mode is not TraefikMode.NONE and self.traefik.running
+
+    def unserved_reason(self) -> str | None:
+        """One line saying why the routes are not served and what to do, or None when they are."""
+        if self.served or not self.rows:
+            return None
+        state = self.traefik
+        if state.mode is TraefikMode.NONE:
+            return (f"no Traefik runs on network {state.network}: these routes are not served "
+                    "(`kalpana traefik up` starts kalpana-traefik)")
+        return (f"the Traefik container {state.container} is not running: these routes are not served "
+                "(`kalpana traefik up` starts it)")
+
+    def to_dict(self) -> dict:
+        """JSON form (`kalpana routes --json`)."""
+        return {"routes": [r.to_dict() for r in self.rows], "served": self.served,
+                "traefik": self.traefik.to_dict(), "note": self.unserved_reason()}
 
 
 def report(routes: RouteTable, runtime: Runtime, load: LoadResult, instance: str) -> list[RouteStatus]:

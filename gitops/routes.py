@@ -76,6 +76,25 @@ class RouteTable:
         found = [_parse(p) for p in sorted(self.directory.glob(f"*{SUFFIX}"))]
         return [entry for entry in found if entry is not None]
 
+    def ours(self) -> list[str]:
+        """Deployments with a route document this instance wrote (its router's name is ours).
+
+        The directory is mounted into Traefik, so a user may keep files of their own there, and
+        those are never touched.
+        """
+        if not self.directory.is_dir():
+            return []
+        names = []
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+                routers = (data.get("http") or {}).get("routers") or {}
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            if routing.route_name(self.instance, path.stem) in routers:
+                names.append(path.stem)
+        return names
+
 
 def _parse(path: Path) -> RouteEntry | None:
     try:

@@ -178,6 +178,18 @@ def route_host(desired: Desired, base_url: str | None) -> str | None:
     return f"{desired.spec.subdomain}.{base_url}"
 
 
+def missing_base_url(desired: Desired, base_url: str | None) -> str | None:
+    """The warning for a subdomain with no base URL to serve it under (it falls back to port mode), or None.
+
+    ``apply`` emits it and ``validate`` prints it: a warning, not an error, so one file can serve both setups.
+    """
+    spec = desired.spec
+    if not spec.subdomain or base_url or not spec.enabled:
+        return None
+    return (f"{desired.file}:{desired.line_of('subdomain')}: subdomain {spec.subdomain!r} needs a base URL: "
+            "set TRAEFIK_BASE_URL (traefik_base_url in kalpana.yaml); until then it is served in port mode")
+
+
 def route_name(instance: str, deployment: str) -> str:
     """The router's and the service's name: unique per instance and deployment on one Traefik."""
     return f"kalpana-{instance}-{deployment}"

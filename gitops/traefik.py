@@ -162,10 +162,11 @@ class TraefikManager:
         try:
             self.runtime.ensure_image(settings.traefik_image)
         except ImageMissing as exc:
-            detail = str(exc).split("could not be pulled", 1)[-1].split(":", 1)[0].strip()
+            # From the fields, not the text: Docker's detail itself holds colons ("Get "https://...").
+            detail = " ".join(exc.detail.split())
             raise KalpanaError(
-                f"Traefik image {settings.traefik_image!r} is not on this Docker host and could not be pulled"
-                f"{' ' + detail if detail else ''}: run `docker pull {settings.traefik_image}` where a registry is "
+                f"Traefik image {exc.image!r} is not on this Docker host and could not be pulled"
+                f"{f' ({detail})' if detail else ''}: run `docker pull {settings.traefik_image}` where a registry is "
                 "reachable (or `docker load` a saved copy), or set traefik_image in kalpana.yaml "
                 "(KALPANA_TRAEFIK_IMAGE) to an image you have; no deployment was changed") from None
         settings.routes_path.mkdir(parents=True, exist_ok=True)

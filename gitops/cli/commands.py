@@ -38,15 +38,20 @@ WORD = Word()
 def validate(obj: Context, as_json: bool) -> None:
     """Check kalpana.yaml and every deployment file; exit 1 on any error."""
     from gitops.loader import load_configured
+    from gitops.routing import missing_base_url
     load = load_configured(obj.settings)
+    # What apply would warn about too (never an error: the exit code is the errors' alone).
+    warnings = [w for d in load.desired.values() if (w := missing_base_url(d, obj.settings.traefik_base_url))]
     if as_json:
         print_json({"ok": load.ok, "deployments": sorted(load.desired), "files": [str(f) for f in load.files],
                     "errors": [{"file": e.file, "line": e.line, "field": e.field, "message": e.message, "text": str(e)}
-                               for e in load.errors]})
+                               for e in load.errors], "warnings": warnings})
     else:
         console = out_console()
         for error in load.errors:
             console.print(f"[red]{escape(str(error))}[/red]")
+        for warning in warnings:
+            console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
         if load.ok:
             console.print(f"[green]ok[/green]: {len(load.desired)} deployment(s) in {len(load.files)} file(s)")
         else:

@@ -13,9 +13,10 @@ from gitops.cli.render import escape, out_console, print_json, write
 @pass_ctx
 def routes(obj: Context, as_json: bool) -> None:
     """Every host Kalpana routes through Traefik: to which container and port, and whether it is ready now."""
-    rows = obj.engine().routes_report()
+    result = obj.engine().routes_report()
+    rows = result.rows
     if as_json:
-        print_json({"routes": [r.to_dict() for r in rows]})
+        print_json(result.to_dict())
         return
     if not rows:
         write("no routes (subdomain mode needs traefik_base_url and a deployment with a subdomain)\n")
@@ -29,6 +30,9 @@ def routes(obj: Context, as_json: bool) -> None:
         ready = "[green]yes[/green]" if r.ready else f"[red]no[/red] ({escape(r.detail)})"
         table.add_row(escape(f"https://{r.host}"), escape(r.container or "-"), str(r.port or "-"), ready, r.via)
     out_console().print(table)
+    note = result.unserved_reason()
+    if note:
+        write(note + "\n")
 
 
 @cli.group()

@@ -25,7 +25,7 @@ import yaml
 
 from gitops.labels import INSTANCE, ROUTE_ALIAS, acme_volume, traefik_name
 
-from .helpers import builds, containers, output, status_row, web_spec
+from .helpers import builds, containers, get, host_port, output, status_row, web_spec
 
 STAND_IN = "kalpana-test-traefik:stand-in"
 BASE_URL = "apps.test"
@@ -209,6 +209,23 @@ def test_a_traefik_the_user_runs_on_the_network_is_used_not_duplicated(routed, d
         assert app.labels[f"{router}.tls.certresolver"] == "letsencrypt"
         assert app.labels[f"traefik.http.services.kalpana-{p.instance}-blog.loadbalancer.server.port"] == "8080"
         assert app.labels["traefik.docker.network"] == p.network
+
+
+
+def test_falling_back_to_port_mode_removes_the_route(routed):
+    """QA of issue 10: with the base URL gone, the deployment moves to a host port and its route goes with it."""
+    p = routed
+    deploy_routed(p, "shop", "v1")
+    assert (p.routes_dir / "shop.yml").exists()
+
+    p.write_config(traefik_network=p.network, traefik_image=STAND_IN, traefik_http_port=p.ports[0],
+                   traefik_https_port=p.ports[1])  # no traefik_base_url any more
+    p.run("apply")
+    port = host_port(p, "shop")
+    assert get(p, port) == "v1", "the port-mode container serves"
+    assert not (p.routes_dir / "shop.yml").exists(), "the route named a container that is gone"
+    assert p.run_json("routes")["routes"] == []
+    assert "no routes" in p.run("routes").stdout
 
 
 # -- zero-downtime switches ------------------------------------------------------------------------------------

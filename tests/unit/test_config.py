@@ -350,7 +350,8 @@ def test_example_config_loads_with_every_commented_key_enabled(tmp_path: Path) -
     assert isinstance(s, Settings)
 
 
-@pytest.mark.parametrize("value", ["exa_mple.com", "a..b", "example.com:8443", "-bad.example.com"])
+@pytest.mark.parametrize("value", ["exa_mple.com", "a..b", "example.com:8443", "-bad.example.com", "1.2.3",
+                                   "example.123", "localhost", "example.c0m"])
 def test_base_url_that_is_not_a_domain_name_names_the_variable_and_field(cwd: Path, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, environ={"TRAEFIK_BASE_URL": value})
@@ -362,3 +363,27 @@ def test_base_url_that_is_not_a_domain_name_names_the_variable_and_field(cwd: Pa
 def test_base_url_is_kept_bare_and_lowercase(cwd: Path) -> None:
     assert load_settings(None, environ={"TRAEFIK_BASE_URL": "https://Apps.Example.com/"}).traefik_base_url \
         == "apps.example.com"
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1", "http://10.0.0.1/", "::1", "[::1]"])
+def test_an_ip_address_as_base_url_is_refused_naming_the_setting_and_what_is_expected(cwd: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"KALPANA_TRAEFIK_BASE_URL": value})
+    text = str(info.value)
+    assert text.startswith("KALPANA_TRAEFIK_BASE_URL (environment): traefik_base_url: "), text
+    assert "is an IP address" in text and "set a domain name such as example.com" in text, text
+
+
+def test_a_base_url_refused_in_kalpana_yaml_names_the_file(cwd: Path) -> None:
+    (cwd / "kalpana.yaml").write_text("traefik_base_url: 1.2.3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={})
+    text = str(info.value)
+    assert "kalpana.yaml: traefik_base_url: '1.2.3' is not a domain name" in text, text
+    assert "top-level domain" in text
+
+
+@pytest.mark.parametrize(("value", "kept"), [("http://example.test", "example.test"), ("shop.xn--p1ai", "shop.xn--p1ai"),
+                                            ("a-1.b2.example.io/", "a-1.b2.example.io")])
+def test_domain_names_are_accepted(cwd: Path, value: str, kept: str) -> None:
+    assert load_settings(None, environ={"TRAEFIK_BASE_URL": value}).traefik_base_url == kept

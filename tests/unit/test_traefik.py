@@ -206,21 +206,30 @@ def test_subdomain_mode_starts_traefik_then_routes_the_healthy_container_without
 
 
 class _NoTraefikImage(FakeRuntime):
+    detail = "pull access denied"
+
     def ensure_image(self, image, on_line=lambda line: None):
         self._call("ensure_image", image)
         if image.startswith("traefik:"):
-            raise ImageMissing(image, "pull access denied")
+            raise ImageMissing(image, self.detail)
 
 
-def test_a_missing_traefik_image_is_named_with_how_to_provide_it_and_no_app_container_is_touched(tmp_path):
+@pytest.mark.parametrize("detail", ["pull access denied",
+                                    'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: '
+                                    "no such host", ""])
+def test_a_missing_traefik_image_is_named_with_how_to_provide_it_and_no_app_container_is_touched(tmp_path, detail):
     runtime = _NoTraefikImage(allow={"observe", "load_sdk", "ensure_network", "container_named", "containers_on_network",
                                      "ensure_image"})
+    runtime.detail = detail
     e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
     write(tmp_path, "shop")
     with pytest.raises(KalpanaError) as info:
         e.engine.apply()
     text = str(info.value)
     assert "'traefik:v3.3'" in text and "docker pull traefik:v3.3" in text and "traefik_image" in text, text
+    pulled = "Traefik image 'traefik:v3.3' is not on this Docker host and could not be pulled"
+    assert text.startswith(pulled + (f" ({detail}): run `docker pull" if detail else ": run `docker pull")), \
+        "Docker's reason whole, in parentheses, however many colons it holds"
     assert "no deployment was changed" in text
     assert runtime.created == [] and not any(m in ("build", "create", "start") for m, _ in runtime.calls)
     runtime.assert_no_violations()
@@ -272,3 +281,131 @@ def test_setting_a_base_url_redeploys_a_port_mode_container_into_subdomain_mode(
     assert (step.action.value, step.reason) == ("redeploy", f"route changed: https://shop.{BASE} (was port mode)")
     assert e.engine.apply().ok
     assert runtime.created[-1].network == "traefik-proxy" and runtime.created[-1].labels[L.ROUTE_HOST] == f"shop.{BASE}"
+
+
+# -- back to port mode: the route goes (QA of issue 10) ----------------------------------------------------------
+
+@pytest.mark.parametrize("change", ["no base URL", "no subdomain"])
+def test_falling_back_to_port_mode_removes_the_route_once_the_port_mode_container_serves(tmp_path, change):
+    runtime = FakeRuntime(allow={"observe", "remove_image", *BUILD, *DEPLOY, *TRAEFIK})
+    e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
+    write(tmp_path, "shop")
+    assert e.engine.apply().ok
+    table = RouteTable(e.settings.routes_path, INSTANCE)
+    assert table.get("shop") is not None
+    if change == "no base URL":
+        e = _Engine(tmp_path, runtime)
+    else:
+        path = tmp_path / "deployments.d" / "shop.yaml"
+        spec = yaml.safe_load(path.read_text())
+        del spec["subdomain"]
+        path.write_text(yaml.safe_dump(spec))
+    assert e.engine.apply().ok
+    final = runtime.created[-1]
+    assert final.host_port and final.network is None and L.ROUTE_HOST not in final.labels
+    assert table.get("shop") is None and table.entries() == [], "the route named a container that is gone"
+    assert not list(e.settings.routes_path.glob("*.yml"))
+    runtime.assert_no_violations()
+
+
+def test_an_apply_removes_route_files_no_container_of_this_instance_carries_and_leaves_foreign_files(tmp_path):
+    runtime = FakeRuntime(allow={"observe", "remove_image", *BUILD, *DEPLOY})
+    e = _Engine(tmp_path, runtime)  # routing off entirely
+    write(tmp_path, "shop", exposed_port=28125)
+    table = RouteTable(e.settings.routes_path, INSTANCE)
+    table.write("shop", f"shop.{BASE}", ["http://unit_shop-dead:8080"], ROUTE)  # left by an older version
+    table.write("gone", f"gone.{BASE}", ["http://unit_gone-dead:8080"], ROUTE)  # its deployment was deleted
+    RouteTable(e.settings.routes_path, "other").write("mine", f"mine.{BASE}", ["http://x:80"], ROUTE)
+    (e.settings.routes_path / "users-own.yml").write_text("http:\n  middlewares: {}\n")
+    assert e.engine.apply().ok
+    assert sorted(p.name for p in e.settings.routes_path.glob("*.yml")) == ["mine.yml", "users-own.yml"], \
+        "only this instance's stale routes go; a file Kalpana did not write stays"
+    # Nothing to do: a no-op apply cleans too.
+    table.write("shop", f"shop.{BASE}", ["http://unit_shop-dead:8080"], ROUTE)
+    runtime.calls.clear()
+    assert e.engine.apply().ok and not runtime.changes()
+    assert table.get("shop") is None
+    runtime.assert_no_violations()
+
+
+# -- `kalpana routes` says when no Traefik serves them (QA of issue 10) -----------------------------------------
+
+def test_routes_after_traefik_down_say_the_routes_are_not_served(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from gitops import health
+    from gitops.cli import routing_cmds  # noqa: F401 - registers the commands
+    from gitops.cli.main import Context, cli
+
+    runtime = FakeRuntime(allow={"observe", "remove_image", "remove", *BUILD, *DEPLOY, *TRAEFIK})
+    e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
+    write(tmp_path, "shop")
+    assert e.engine.apply().ok
+    (tmp_path / "kalpana.yaml").write_text(yaml.safe_dump({
+        "instance": INSTANCE, "state_dir": str(e.settings.state_path), "deployments_dir": "deployments.d",
+        "workspace": ".", "traefik_base_url": BASE}))
+    monkeypatch.chdir(tmp_path)
+    for key in ("KALPANA_CONFIG", "TRAEFIK_BASE_URL", "KALPANA_TRAEFIK_BASE_URL", "TRAEFIK_NETWORK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(Context, "runtime", property(lambda self: runtime))
+    monkeypatch.setattr(health, "probe", lambda check, port, host: (True, "200 OK"))
+
+    def routes(*args: str):
+        result = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(cli, ["routes", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    served = json.loads(routes("--json"))
+    assert served["served"] is True and served["note"] is None and served["traefik"]["running"] is True
+    assert "not served" not in routes()
+
+    assert e.engine.traefik_down() is not None
+    gone = json.loads(routes("--json"))
+    assert [r["ready"] for r in gone["routes"]] == [True], "the target itself is still ready"
+    assert gone["served"] is False and gone["traefik"]["mode"] == "none", gone
+    assert "no Traefik runs on network traefik-proxy" in gone["note"], gone
+    text = routes()
+    assert f"https://shop.{BASE}" in text and "these routes are not served" in text and "kalpana traefik up" in text, text
+
+    # Created but stopped (docker stop, a crash): it is named.
+    runtime.allow("stop")
+    e.engine.traefik_up()
+    runtime.stop(runtime.by_name("unit_kalpana-traefik").id, timeout=0)
+    stopped = json.loads(routes("--json"))
+    assert stopped["served"] is False and "unit_kalpana-traefik is not running" in stopped["note"], stopped
+    runtime.assert_no_violations()
+
+
+@pytest.mark.parametrize("base", [None, BASE])
+def test_validate_warns_as_apply_does_about_a_subdomain_without_base_url_and_exits_0(tmp_path, monkeypatch, base):
+    import json
+
+    from click.testing import CliRunner
+
+    from gitops.cli import commands  # noqa: F401 - registers the commands
+    from gitops.cli.main import cli
+
+    (tmp_path / "deployments.d").mkdir()
+    write(tmp_path, "shop")
+    write(tmp_path, "plain", subdomain=None)
+    (tmp_path / "kalpana.yaml").write_text(yaml.safe_dump({
+        "instance": INSTANCE, "state_dir": "state", "deployments_dir": "deployments.d", "workspace": ".",
+        **({"traefik_base_url": base} if base else {})}))
+    monkeypatch.chdir(tmp_path)
+    for key in ("KALPANA_CONFIG", "TRAEFIK_BASE_URL", "KALPANA_TRAEFIK_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    runner = CliRunner(env={"COLUMNS": "300", "NO_COLOR": "1"})
+    text = runner.invoke(cli, ["validate"])
+    data = runner.invoke(cli, ["validate", "--json"])
+    assert text.exit_code == 0 and data.exit_code == 0, text.output + data.output
+    warnings = json.loads(data.output)["warnings"]
+    if base:
+        assert warnings == [] and "warning" not in text.output, text.output
+        return
+    line = yaml.safe_dump(app("shop"), sort_keys=False).splitlines().index("subdomain: shop") + 1
+    expected = (f"deployments.d/shop.yaml:{line}: subdomain 'shop' needs a base URL: set TRAEFIK_BASE_URL "
+                "(traefik_base_url in kalpana.yaml); until then it is served in port mode")
+    assert [w.endswith(expected) for w in warnings] == [True], warnings
+    assert f"warning: {warnings[0]}" in text.output and "ok: 2 deployment(s)" in text.output, text.output
