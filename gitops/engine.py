@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitops import labels as L
@@ -43,8 +44,6 @@ from gitops.spec import Desired
 from gitops.traefik import TraefikManager, TraefikMode, TraefikState
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from gitops.overview import DeploymentView
     from gitops.pool import Cancel
     from gitops.status import DeploymentStatus
@@ -146,7 +145,19 @@ class Engine:
         """Write a new deployment file from ``body`` (the fields a file holds); the next apply deploys it."""
         from gitops import deployment_files
 
-        return deployment_files.create(self.settings, body)
+        path = deployment_files.create(self.settings, body)
+        # What the plan checks beyond the file (its source resolves, its host port is free): refused now,
+        # with the field, rather than accepted and then left "not deployed" by every apply.
+        try:
+            _, load, _ = self._prepare([body["name"]], prune=False)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        mine = [e for e in load.errors if _same_file(e.file, path)]
+        if mine:
+            path.unlink(missing_ok=True)
+            raise deployment_files.InvalidDeployment(mine[0].field, mine[0].message)
+        return path
 
     def delete_deployment(self, name: str) -> Path:
         """Remove the file declaring ``name``; the next apply with pruning removes its container (history stays)."""
@@ -766,6 +777,10 @@ class Engine:
             raise KalpanaError(f"{name} has no container: `kalpana apply` deploys it")
         desired = load.desired.get(name)
         return container, self._masker(desired) if desired else Masker([])
+
+
+def _same_file(file: str, path: Path) -> bool:
+    return Path(file).resolve() == Path(path).resolve()
 
 
 def _require_known(names: set[str], load: LoadResult, also: set[str] = frozenset()) -> None:

@@ -478,3 +478,36 @@ def test_a_failed_step_says_whether_its_cause_was_outside_the_deployment(project
     assert outcome.build.status is BuildStatus.FAILED  # recorded either way
     [failed] = [e for e in project.events if isinstance(e, StepFailed)]
     assert failed.transient is transient
+
+
+# -- issue 11 QA: a create the plan would refuse is refused at once, naming the field -------------------------
+
+
+def test_create_refuses_a_host_port_another_deployment_was_handed(project, runtime):
+    # site-a's file declares no exposed_port: its host port was handed out and recorded, and its container holds it.
+    project.history.assign_port("site-a", 22545)
+    project.write("site-a")
+    path = project.settings.deployments_path / "site-a.yaml"
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("exposed_port")))
+    runtime.allow("observe", "remove_image", *BUILD, *DEPLOY)
+    assert project.engine.apply(["site-a"]).ok
+    runtime.allowed = {"observe"}
+    body = {**WEB, "name": "x8", "exposed_port": 22545}
+    with pytest.raises(KalpanaError) as caught:
+        project.engine.create_deployment(body)
+    assert caught.value.field == "exposed_port"
+    assert "22545 is held by deployment site-a" in str(caught.value)
+    assert [p.name for p in project.settings.deployments_path.iterdir()] == ["site-a.yaml"]
+
+
+def test_create_refuses_a_git_source_that_cannot_be_cloned(project, runtime, tmp_path):
+    runtime.allow("observe")
+    body = {**WEB, "name": "x9", "source": {"repo": f"file://{tmp_path}/no-such-repo"}}
+    body.pop("exposed_port")
+    with pytest.raises(KalpanaError) as caught:
+        project.engine.create_deployment(body)
+    assert caught.value.field == "source"
+    message = str(caught.value)
+    assert "git clone of" in message and "does not appear to be a git repository" in message, message
+    assert "repository exists." not in message  # git's trailing advice is not the reason
+    assert list(project.settings.deployments_path.iterdir()) == []
