@@ -215,7 +215,12 @@ class Engine:
     def _prepare(self, names: list[str] | None, prune: bool, observed: Observed | None = None,
                  unfetched: list[str] | None = None,
                  fetch: bool = False, automatic: bool = False,
-                 take_over: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
+                 take_over: bool = False, record: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
+        """The plan of ``names`` (None: all), the files' load and the sources' revisions.
+
+        ``record`` (an apply): each deployment's source or host-port problem is kept in the history,
+        so that `status` and the API say why it was left alone after the run that found it.
+        """
         load = self.load()
         observed = observed or self.runtime.observe(self.instance)
         only = set(names) if names else None
@@ -227,6 +232,7 @@ class Engine:
                 unfetched += failed
         revisions: dict[str, Revision] = {}
         broken: set[str] = set()
+        found: dict[str, SpecError] = {}  # deployment -> what this run found wrong beyond its file
         for name, d in list(load.desired.items()):
             if only and name not in only:
                 continue
@@ -236,7 +242,8 @@ class Engine:
                     if d.spec.enabled else NO_SOURCE
             except SourceError as exc:
                 # Like a file that fails to load: leave that deployment alone, prune nothing.
-                load.errors.append(SpecError(d.file, d.line, "source", str(exc)))
+                found[name] = SpecError(d.file, d.line, "source", str(exc))
+                load.errors.append(found[name])
                 broken.add(name)
                 del load.desired[name]
         stopped = self.history.stopped()
@@ -246,8 +253,13 @@ class Engine:
         for name, message in busy.items():
             # Like a file error: nothing is built for it, what runs is left alone, nothing is pruned.
             d = load.desired.pop(name)
-            load.errors.append(SpecError(d.file, d.line_of("exposed_port"), "exposed_port", message))
+            found[name] = SpecError(d.file, d.line_of("exposed_port"), "exposed_port", message)
+            load.errors.append(found[name])
             broken.add(name)
+        if record:
+            problems: dict[str, str | None] = {name: None for name in revisions}
+            problems.update({name: str(error) for name, error in found.items()})
+            self.history.set_problems(problems)
         base = self.settings.traefik_base_url
         for name, d in load.desired.items():
             if d.spec.subdomain and not base and (not only or name in only) and d.spec.enabled:
@@ -360,7 +372,8 @@ class Engine:
                 unfetched.append(CONFIG_REPOSITORY)
             observed = self.housekeeping.recover()
             plan, load, revisions = self._prepare(names, prune, observed, unfetched, fetch=fetch,
-                                                  automatic=trigger is not Trigger.MANUAL, take_over=take_over)
+                                                  automatic=trigger is not Trigger.MANUAL, take_over=take_over,
+                                                  record=True)
             if plan.prune_note and prune:
                 self.events.emit(Warned(None, plan.prune_note))
             result = ApplyResult(plan, load, unfetched=unfetched)

@@ -511,3 +511,22 @@ def test_create_refuses_a_git_source_that_cannot_be_cloned(project, runtime, tmp
     assert "git clone of" in message and "does not appear to be a git repository" in message, message
     assert "repository exists." not in message  # git's trailing advice is not the reason
     assert list(project.settings.deployments_path.iterdir()) == []
+
+
+def test_what_an_apply_left_alone_says_why_in_status_until_it_is_fixed(project, runtime, tmp_path):
+    # The file is fine, its source is not: the apply builds nothing; status must not say "not deployed" and nothing.
+    project.write("web", source={"repo": f"file://{tmp_path}/no-such-repo"})
+    runtime.allow("observe")
+    result = project.engine.apply(["web"])
+    assert not result.ok and result.outcomes == []
+    [row] = project.engine.status()
+    assert row.state.value == "not deployed"
+    assert "web.yaml:" in row.detail, row.detail
+    assert "source: git clone of" in row.detail and "does not appear to be a git repository" in row.detail
+    [view] = project.engine.deployments("web")
+    assert view.status.detail == row.detail
+    project.write("web")  # fixed: a local source (none) again
+    runtime.allow("remove_image", "started_at", *BUILD, *DEPLOY)
+    assert project.engine.apply(["web"]).ok
+    assert project.history.problems() == {}
+    assert project.engine.status()[0].detail == ""
