@@ -777,9 +777,13 @@ class Engine:
         return load
 
     def _build_of(self, name: str, build_id: str) -> Build:
+        from gitops.build_logs import BuildNotFound
+
         build = self.history.get(build_id)
         if build is None or build.deployment != name:
-            raise KalpanaError(f"no build {build_id!r} of {name}: see `kalpana builds {name}`")
+            known = [b.id for b in self.history.list(name, limit=5)]
+            hint = f" (its newest: {', '.join(known)})" if known else f" ({name} has no builds yet)"
+            raise BuildNotFound(f"no build {build_id!r} of {name}{hint}: see `kalpana builds {name}`")
         return build
 
     def _container_of(self, name: str) -> tuple[Container, Masker]:

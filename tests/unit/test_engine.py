@@ -530,3 +530,15 @@ def test_what_an_apply_left_alone_says_why_in_status_until_it_is_fixed(project, 
     assert project.engine.apply(["web"]).ok
     assert project.history.problems() == {}
     assert project.engine.status()[0].detail == ""
+
+
+def test_a_rollback_to_an_unknown_build_is_not_found_and_names_the_known_ones(project, runtime):
+    from gitops.build_logs import BuildNotFound
+    from gitops.server.api import status_of
+
+    build = project.deployed()
+    runtime.allow("load_sdk", "observe")  # the rollback looks at what runs, then refuses: nothing changes
+    with pytest.raises(BuildNotFound) as missing:
+        project.engine.rollback("web", "nope")
+    assert status_of(missing.value) == 404  # the API's answer, as for any unknown build id
+    assert str(missing.value) == f"no build 'nope' of web (its newest: {build.id}): see `kalpana builds web`"
