@@ -22,7 +22,7 @@ from gitops import labels as L
 from gitops import routing
 from gitops.builder import Builder
 from gitops.config import Settings
-from gitops.deployer import Deployer
+from gitops.deployer import LOG_LINES, Deployer
 from gitops.build_logs import HistoryError
 from gitops.errors import (Cancelled, DockerUnavailable, ImageMissing, KalpanaError, LockTimeout, SourceError,
                            SpecError, UnknownDeployment)
@@ -628,7 +628,8 @@ class Engine:
             message = masker.mask(text)
             self.history.append_log(record.id, f"ERROR: {message}\n")
             failed = self._finish(record, BuildStatus.FAILED, message, durations)
-            raise RecordedFailure(f"{message}{kept}", failed, transient=isinstance(exc, TRANSIENT)) from None
+            said, logs, tail = message.partition(LOG_LINES)  # the note goes before the container's log lines
+            raise RecordedFailure(f"{said}{kept}{logs}{tail}", failed, transient=isinstance(exc, TRANSIENT)) from None
 
     def _new_record(self, name: str, trigger: Trigger, action: str, **fields) -> Build:
         """A new build record, or the one reserved in advance for ``name`` (taken over by this process)."""

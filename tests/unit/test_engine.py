@@ -337,6 +337,9 @@ def test_failed_deploy_is_recorded_and_the_old_container_serves_again(project, r
     [outcome] = result.outcomes
     assert outcome.step.action.value == "redeploy" and not outcome.ok
     assert "stopped with exit code 7" in outcome.error and f"going down, token {MASK}" in outcome.error
+    # The note on what still runs comes before the container's log lines, not glued to the last of them.
+    assert outcome.error.endswith(f" (the running version was left as it was); its last log lines:\n"
+                                  f"going down, token {MASK}"), outcome.error
     assert SECRET not in outcome.error and SECRET not in (outcome.build.error_message or "")
     assert outcome.build.status is BuildStatus.FAILED
     assert list(runtime.containers) == [old.id] and (old.name, old.state) == (NAME, "running")
