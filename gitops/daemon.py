@@ -89,7 +89,7 @@ class Daemon:
         engine = Engine(self.settings, self.runtime, self.history, self.events)
         self.operations = Operations(engine, self.history, self.work,
                                      token=lambda: self.triggers.settings.api_token, reload=self.triggers.reload,
-                                     known=self.triggers.known)
+                                     known=self.triggers.known, writing=self.triggers.writing)
         self.operations.subscribe(self.events)
         self._server = Server(create_app(self.triggers, self.events, backend=self.operations), self.settings.listen)
         self._server.start()

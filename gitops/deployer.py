@@ -102,6 +102,10 @@ def container_config(instance: str, desired: Desired, image: str, *, build_id: s
         aliases=(alias,) if alias else ())
 
 
+#: Where a failure's message turns to the container's own output (``Deployer._failure``): what is
+#: said about the failure goes before it, never glued to its last line.
+LOG_LINES = "; its last log lines:\n"
+
 class Deployer:
     """Swaps a deployment's container for one running ``image``.
 
@@ -324,7 +328,7 @@ class Deployer:
 
     def _failure(self, container_id: str, reason: str) -> str:
         tail = self.runtime.logs(container_id, tail=self.log_tail).strip() if self.log_tail else ""
-        return reason + (f"; its last log lines:\n{tail}" if tail else "; it logged nothing")
+        return reason + (f"{LOG_LINES}{tail}" if tail else "; it logged nothing")
 
     def _restore(self, name: str, new_id: str | None, old: Container | None, was_stopped: bool) -> None:
         if new_id:

@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitops import labels as L
 from gitops import routing
 from gitops.builder import Builder
 from gitops.config import Settings
-from gitops.deployer import Deployer
+from gitops.deployer import LOG_LINES, Deployer
 from gitops.build_logs import HistoryError
 from gitops.errors import (Cancelled, DockerUnavailable, ImageMissing, KalpanaError, LockTimeout, SourceError,
                            SpecError, UnknownDeployment)
@@ -43,8 +44,6 @@ from gitops.spec import Desired
 from gitops.traefik import TraefikManager, TraefikMode, TraefikState
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from gitops.overview import DeploymentView
     from gitops.pool import Cancel
     from gitops.route_report import RoutesReport
@@ -147,7 +146,19 @@ class Engine:
         """Write a new deployment file from ``body`` (the fields a file holds); the next apply deploys it."""
         from gitops import deployment_files
 
-        return deployment_files.create(self.settings, body)
+        path = deployment_files.create(self.settings, body)
+        # What the plan checks beyond the file (its source resolves, its host port is free): refused now,
+        # with the field, rather than accepted and then left "not deployed" by every apply.
+        try:
+            _, load, _ = self._prepare([body["name"]], prune=False)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        mine = [e for e in load.errors if _same_file(e.file, path)]
+        if mine:
+            path.unlink(missing_ok=True)
+            raise deployment_files.InvalidDeployment(mine[0].field, mine[0].message)
+        return path
 
     def delete_deployment(self, name: str) -> Path:
         """Remove the file declaring ``name``; the next apply with pruning removes its container (history stays)."""
@@ -205,7 +216,12 @@ class Engine:
     def _prepare(self, names: list[str] | None, prune: bool, observed: Observed | None = None,
                  unfetched: list[str] | None = None,
                  fetch: bool = False, automatic: bool = False,
-                 take_over: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
+                 take_over: bool = False, record: bool = False) -> tuple[Plan, LoadResult, dict[str, Revision]]:
+        """The plan of ``names`` (None: all), the files' load and the sources' revisions.
+
+        ``record`` (an apply): each deployment's source or host-port problem is kept in the history,
+        so that `status` and the API say why it was left alone after the run that found it.
+        """
         load = self.load()
         observed = observed or self.runtime.observe(self.instance)
         only = set(names) if names else None
@@ -217,6 +233,7 @@ class Engine:
                 unfetched += failed
         revisions: dict[str, Revision] = {}
         broken: set[str] = set()
+        found: dict[str, SpecError] = {}  # deployment -> what this run found wrong beyond its file
         for name, d in list(load.desired.items()):
             if only and name not in only:
                 continue
@@ -226,7 +243,8 @@ class Engine:
                     if d.spec.enabled else NO_SOURCE
             except SourceError as exc:
                 # Like a file that fails to load: leave that deployment alone, prune nothing.
-                load.errors.append(SpecError(d.file, d.line, "source", str(exc)))
+                found[name] = SpecError(d.file, d.line, "source", str(exc))
+                load.errors.append(found[name])
                 broken.add(name)
                 del load.desired[name]
         stopped = self.history.stopped()
@@ -236,8 +254,13 @@ class Engine:
         for name, message in busy.items():
             # Like a file error: nothing is built for it, what runs is left alone, nothing is pruned.
             d = load.desired.pop(name)
-            load.errors.append(SpecError(d.file, d.line_of("exposed_port"), "exposed_port", message))
+            found[name] = SpecError(d.file, d.line_of("exposed_port"), "exposed_port", message)
+            load.errors.append(found[name])
             broken.add(name)
+        if record:
+            problems: dict[str, str | None] = {name: None for name in revisions}
+            problems.update({name: str(error) for name, error in found.items()})
+            self.history.set_problems(problems)
         for name, d in load.desired.items():
             warning = routing.missing_base_url(d, self.settings.traefik_base_url)
             if warning and (not only or name in only):
@@ -348,7 +371,8 @@ class Engine:
                 unfetched.append(CONFIG_REPOSITORY)
             observed = self.housekeeping.recover()
             plan, load, revisions = self._prepare(names, prune, observed, unfetched, fetch=fetch,
-                                                  automatic=trigger is not Trigger.MANUAL, take_over=take_over)
+                                                  automatic=trigger is not Trigger.MANUAL, take_over=take_over,
+                                                  record=True)
             if plan.prune_note and prune:
                 self.events.emit(Warned(None, plan.prune_note))
             result = ApplyResult(plan, load, unfetched=unfetched)
@@ -624,7 +648,8 @@ class Engine:
             message = masker.mask(text)
             self.history.append_log(record.id, f"ERROR: {message}\n")
             failed = self._finish(record, BuildStatus.FAILED, message, durations)
-            raise RecordedFailure(f"{message}{kept}", failed, transient=isinstance(exc, TRANSIENT)) from None
+            said, logs, tail = message.partition(LOG_LINES)  # the note goes before the container's log lines
+            raise RecordedFailure(f"{said}{kept}{logs}{tail}", failed, transient=isinstance(exc, TRANSIENT)) from None
 
     def _new_record(self, name: str, trigger: Trigger, action: str, **fields) -> Build:
         """A new build record, or the one reserved in advance for ``name`` (taken over by this process)."""
@@ -773,9 +798,13 @@ class Engine:
         return load
 
     def _build_of(self, name: str, build_id: str) -> Build:
+        from gitops.build_logs import BuildNotFound
+
         build = self.history.get(build_id)
         if build is None or build.deployment != name:
-            raise KalpanaError(f"no build {build_id!r} of {name}: see `kalpana builds {name}`")
+            known = [b.id for b in self.history.list(name, limit=5)]
+            hint = f" (its newest: {', '.join(known)})" if known else f" ({name} has no builds yet)"
+            raise BuildNotFound(f"no build {build_id!r} of {name}{hint}: see `kalpana builds {name}`")
         return build
 
     def _container_of(self, name: str) -> tuple[Container, Masker]:
@@ -786,6 +815,10 @@ class Engine:
             raise KalpanaError(f"{name} has no container: `kalpana apply` deploys it")
         desired = load.desired.get(name)
         return container, self._masker(desired) if desired else Masker([])
+
+
+def _same_file(file: str, path: Path) -> bool:
+    return Path(file).resolve() == Path(path).resolve()
 
 
 def _require_known(names: set[str], load: LoadResult, also: set[str] = frozenset()) -> None:

@@ -26,7 +26,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -575,6 +575,18 @@ class History:
                 if doc.get("port") is not None
             }
 
+    def problems(self) -> dict[str, str]:
+        """Why the last apply left deployments alone before building (their source, their host port)."""
+        with self._db() as db:
+            return _problems(db.table(_INTENTS, cache_size=0))
+
+    def set_problems(self, problems: Mapping[str, str | None]) -> None:
+        """Remember each deployment's problem (``None``: it has none any more); writes only what changed."""
+        known = self.problems()
+        for deployment, problem in problems.items():
+            if known.get(deployment) != problem:
+                self._set_intent(deployment, "problem", problem)
+
     def _set_intent(self, deployment: str, key: str, value: Any) -> None:
         with self._db() as db:
             table = db.table(_INTENTS, cache_size=0)
@@ -584,7 +596,7 @@ class History:
             if doc is not None:
                 merged.update(doc)
             merged[key] = value
-            if not merged["stopped"] and merged["port"] is None:
+            if not merged["stopped"] and merged["port"] is None and not merged.get("problem"):
                 table.remove(q)  # nothing left to remember
             elif doc is None:
                 table.insert(merged)
@@ -628,6 +640,14 @@ class Snapshot:
     def assigned_ports(self) -> dict[str, int]:
         """As ``History.assigned_ports``."""
         return {doc["deployment"]: doc["port"] for doc in self._intents.values() if doc.get("port") is not None}
+
+    def problems(self) -> dict[str, str]:
+        """As ``History.problems``."""
+        return _problems(self._intents.values())
+
+
+def _problems(docs: Iterable[dict[str, Any]]) -> dict[str, str]:
+    return {doc["deployment"]: doc["problem"] for doc in docs if doc.get("problem")}
 
 
 def _new_id(moment: datetime, taken: set[str]) -> str:

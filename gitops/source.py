@@ -326,9 +326,27 @@ class GitCheckout:
             # Killed by the watchdog; its stderr is GitPython's note quoting the command line.
             raise error(f"{failed} took over {_GIT_TIMEOUT} s: is the remote reachable?")
         if status != 0:
-            text = (err or out).strip()
-            detail = mask_url(text.splitlines()[-1] if text else f"exit {status}")
+            detail = mask_url(_git_reason((err or out).strip()) or f"exit {status}")
             for secret in secrets:
                 detail = detail.replace(secret, "***")
-            raise error(f"{failed} failed: {detail}")
+            advice = _GIT_ADVICE if args[0] in ("clone", "fetch", "ls-remote") else ""
+            raise error(f"{failed} failed: {detail}{advice}")
         return out
+
+
+#: What to do when a remote refused: the reason before it says which of these applies.
+_GIT_ADVICE = ": check the repository URL (source.repo, or repo in kalpana.yaml), its branch and the access to it"
+
+
+def _git_reason(text: str) -> str:
+    """The line of git's stderr that says what failed: its first ``fatal:``/``error:`` line, without the prefix.
+
+    git ends many failures with advice ("Please make sure you have the correct access rights / and the
+    repository exists."): its last line alone reads as nonsense.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        for prefix in ("fatal:", "error:"):
+            if line.lower().startswith(prefix):
+                return line[len(prefix):].strip()
+    return lines[-1] if lines else ""

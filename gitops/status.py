@@ -72,6 +72,7 @@ def report(load: LoadResult, runtime: Runtime, history: History | Snapshot, inst
     observed = runtime.observe(instance)
     stopped = history.stopped()
     latest_of = history.latest_per_deployment()  # one read of the database, one Build per deployment
+    problems = history.problems()  # what the last apply found wrong with a source or a host port
     rows = []
     for name in sorted(set(load.desired) | set(observed.containers)):
         container = observed.containers.get(name)
@@ -109,6 +110,8 @@ def report(load: LoadResult, runtime: Runtime, history: History | Snapshot, inst
             detail = rolled_back
         if latest and latest.status is BuildStatus.FAILED and state is State.RUNNING:
             detail = f"last build {latest.id} failed; the previous version serves"
+        if desired is not None and problems.get(name) and not detail:
+            detail = problems[name]  # left alone by the last apply: this is why (its file, line and field)
         if interrupted:
             half_swapped = any(c.deployment == name and c.retiring for c in observed.extra)
             if half_swapped:

@@ -9,8 +9,11 @@ which env_files and local sources they read) and are the webhook server's
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from gitops import webhook as wh
@@ -26,6 +29,16 @@ from gitops.runtime.protocol import Runtime
 from gitops.source import GitCheckout
 from gitops.source_watch import SourceDirs
 from gitops.worker import Outcome
+
+_WRITING = object()  # a file the daemon is writing now (see ``Triggers.writing``)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
 
 HEAL_BACKOFF_MAX = 300.0
 WATCH_RETRY = 5.0  # seconds before a source watch that failed (a directory gone, no inotify watches left) restarts
@@ -60,6 +73,10 @@ class Triggers:
         self._sources = SourceDirs({})
         self._sources_moved = threading.Event()  # the set of source directories to watch changed
         self._heal: dict[str, tuple[int, float]] = {}  # name -> (attempts, next allowed time)
+        # Files the daemon itself writes (the API's create): path -> _WRITING, then their content's digest
+        # (None: no file). Their events are not changes: the API queues the apply that covers them.
+        self._own: dict[Path, object] = {}
+        self._own_lock = threading.Lock()
         self._docker_down = False
 
     @property
@@ -107,6 +124,33 @@ class Triggers:
         if moved:
             self._sources_moved.set()  # the source watcher restarts on the new set
         return load
+
+    @contextlib.contextmanager
+    def writing(self, path: Path) -> Iterator[None]:
+        """Around the daemon's own write of a deployment file: the file watcher leaves that write alone.
+
+        Without this the API's create was applied twice (its own apply, then the watcher's "file
+        change"), and a deployment whose build fails was built, and failed, twice.
+        """
+        path = path.resolve()
+        with self._own_lock:
+            self._own[path] = _WRITING
+        try:
+            yield
+        finally:
+            with self._own_lock:
+                self._own[path] = _digest(path)
+
+    def _own_write(self, path: Path) -> bool:
+        """True when ``path`` is as the daemon itself left it (or is being written by it)."""
+        with self._own_lock:
+            if path not in self._own:
+                return False
+            expected = self._own[path]
+            if expected is _WRITING:
+                return True
+            del self._own[path]  # once: an edit after it, even back to the same text, is the user's
+            return expected == _digest(path)
 
     def _watch_files(self) -> None:
         from watchfiles import watch
@@ -157,7 +201,7 @@ class Triggers:
             if path in self._env_files:  # an env_file: the deployments reading it get the new values
                 names |= self._env_files[path]
                 continue
-            if path.suffix not in (".yaml", ".yml", ".json") or path.name.startswith("."):
+            if path.suffix not in (".yaml", ".yml", ".json") or path.name.startswith(".") or self._own_write(path):
                 continue
             before = self._file_names.get(path, set())
             if path.exists():

@@ -14,8 +14,12 @@ messages and endings, and ``after_run`` settles what a run left open.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import ContextManager
 
 from gitops.build import Build, BuildStatus, Trigger
 from gitops.engine import Engine
@@ -24,6 +28,7 @@ from gitops.history import History
 from gitops.queue import Job, WorkQueue
 from gitops.server.broadcast import BuildStreams
 from gitops.server.metrics import Metrics
+from gitops.spec import DNS_LABEL
 
 UNUSED_RESERVATION = "the run did not build it (its file or source has errors, or it was removed): see the daemon log"
 
@@ -33,7 +38,8 @@ class Operations:
 
     def __init__(self, engine: Engine, history: History, work: WorkQueue, *,
                  token: Callable[[], str | None], reload: Callable[[], object],
-                 known: Callable[[str], bool] = lambda name: False):
+                 known: Callable[[str], bool] = lambda name: False,
+                 writing: Callable[[Path], ContextManager[None]] = lambda path: contextlib.nullcontext()):
         self.engine = engine
         self.history = history
         self.work = work
@@ -43,6 +49,7 @@ class Operations:
         self._token = token
         self._reload = reload
         self._known = known  # the daemon's view of the files (kept current by its file watcher): no load per request
+        self._writing = writing  # tells the file watcher that a write is the API's (its apply is queued here)
         self._lock = threading.Lock()
         self._waiting: dict[str, str] = {}  # deployment -> its reserved build, while its job waits
 
@@ -92,8 +99,12 @@ class Operations:
         return self.engine.rollback(name, to)
 
     def create(self, body: object) -> str:
-        """Write the deployment's file and queue its apply; its name."""
-        self.engine.create_deployment(body)
+        """Write the deployment's file and queue its apply (the only one: the file watcher skips the write); its name."""
+        name = body.get("name") if isinstance(body, dict) else None
+        valid = isinstance(name, str) and re.match(DNS_LABEL, name)  # else create_deployment refuses it, unwritten
+        with self._writing(self.engine.settings.deployments_path / f"{name}.yaml") if valid \
+                else contextlib.nullcontext():
+            self.engine.create_deployment(body)
         name = body["name"]  # create_deployment checked it
         self._reload()
         self.apply(frozenset({name}), reasons=["API create"], timeout=0)

@@ -337,6 +337,9 @@ def test_failed_deploy_is_recorded_and_the_old_container_serves_again(project, r
     [outcome] = result.outcomes
     assert outcome.step.action.value == "redeploy" and not outcome.ok
     assert "stopped with exit code 7" in outcome.error and f"going down, token {MASK}" in outcome.error
+    # The note on what still runs comes before the container's log lines, not glued to the last of them.
+    assert outcome.error.endswith(f" (the running version was left as it was); its last log lines:\n"
+                                  f"going down, token {MASK}"), outcome.error
     assert SECRET not in outcome.error and SECRET not in (outcome.build.error_message or "")
     assert outcome.build.status is BuildStatus.FAILED
     assert list(runtime.containers) == [old.id] and (old.name, old.state) == (NAME, "running")
@@ -497,3 +500,66 @@ def test_a_redeploy_only_plan_loads_no_sdk_and_a_build_does(project, runtime):
     assert project.engine.apply().ok
     assert runtime.sdk_loads == [True, False, True]
 
+
+# -- issue 11 QA: a create the plan would refuse is refused at once, naming the field -------------------------
+
+
+def test_create_refuses_a_host_port_another_deployment_was_handed(project, runtime):
+    # site-a's file declares no exposed_port: its host port was handed out and recorded, and its container holds it.
+    project.history.assign_port("site-a", 22545)
+    project.write("site-a")
+    path = project.settings.deployments_path / "site-a.yaml"
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("exposed_port")))
+    runtime.allow("observe", "remove_image", *BUILD, *DEPLOY)
+    assert project.engine.apply(["site-a"]).ok
+    runtime.allowed = {"observe"}
+    body = {**WEB, "name": "x8", "exposed_port": 22545}
+    with pytest.raises(KalpanaError) as caught:
+        project.engine.create_deployment(body)
+    assert caught.value.field == "exposed_port"
+    assert "22545 is held by deployment site-a" in str(caught.value)
+    assert [p.name for p in project.settings.deployments_path.iterdir()] == ["site-a.yaml"]
+
+
+def test_create_refuses_a_git_source_that_cannot_be_cloned(project, runtime, tmp_path):
+    runtime.allow("observe")
+    body = {**WEB, "name": "x9", "source": {"repo": f"file://{tmp_path}/no-such-repo"}}
+    body.pop("exposed_port")
+    with pytest.raises(KalpanaError) as caught:
+        project.engine.create_deployment(body)
+    assert caught.value.field == "source"
+    message = str(caught.value)
+    assert "git clone of" in message and "does not appear to be a git repository" in message, message
+    assert "repository exists." not in message  # git's trailing advice is not the reason
+    assert list(project.settings.deployments_path.iterdir()) == []
+
+
+def test_what_an_apply_left_alone_says_why_in_status_until_it_is_fixed(project, runtime, tmp_path):
+    # The file is fine, its source is not: the apply builds nothing; status must not say "not deployed" and nothing.
+    project.write("web", source={"repo": f"file://{tmp_path}/no-such-repo"})
+    runtime.allow("observe")
+    result = project.engine.apply(["web"])
+    assert not result.ok and result.outcomes == []
+    [row] = project.engine.status()
+    assert row.state.value == "not deployed"
+    assert "web.yaml:" in row.detail, row.detail
+    assert "source: git clone of" in row.detail and "does not appear to be a git repository" in row.detail
+    [view] = project.engine.deployments("web")
+    assert view.status.detail == row.detail
+    project.write("web")  # fixed: a local source (none) again
+    runtime.allow("remove_image", "started_at", *BUILD, *DEPLOY)
+    assert project.engine.apply(["web"]).ok
+    assert project.history.problems() == {}
+    assert project.engine.status()[0].detail == ""
+
+
+def test_a_rollback_to_an_unknown_build_is_not_found_and_names_the_known_ones(project, runtime):
+    from gitops.build_logs import BuildNotFound
+    from gitops.server.api import status_of
+
+    build = project.deployed()
+    runtime.allow("load_sdk", "observe")  # the rollback looks at what runs, then refuses: nothing changes
+    with pytest.raises(BuildNotFound) as missing:
+        project.engine.rollback("web", "nope")
+    assert status_of(missing.value) == 404  # the API's answer, as for any unknown build id
+    assert str(missing.value) == f"no build 'nope' of web (its newest: {build.id}): see `kalpana builds web`"

@@ -525,3 +525,14 @@ def test_a_subdir_that_is_a_committed_symlink_out_of_the_repository_is_refused(r
     with pytest.raises(SourceError, match="resolves outside the repository") as failure:
         resolve(SourceSpec(repo=str(remote.bare), subdir="app-link"), tmp_path, checkouts)
     assert "root:x" not in str(failure.value)
+
+
+def test_a_clone_of_something_that_is_no_repository_says_why_and_what_to_check(tmp_path):
+    # git ends this failure with advice whose last line ("and the repository exists.") says nothing alone.
+    checkout = GitCheckout(f"file://{tmp_path}", tmp_path / "checkouts" / "x", None)
+    with pytest.raises(SourceError) as caught:
+        checkout.clone()
+    message = str(caught.value)
+    assert message == (f"git clone of file://{tmp_path} failed: '{tmp_path}' does not appear to be a git repository: "
+                       "check the repository URL (source.repo, or repo in kalpana.yaml), its branch and the access "
+                       "to it"), message
