@@ -107,6 +107,10 @@ def test_deploy_click_streams_the_build_log_to_success(kalpana_project, start_da
         title = page.locator("#log-title")
         expect(title).to_have_text(re.compile(r"^Log of site, build \S+$"), timeout=BUILD_TIMEOUT_MS)
         build_id = title.inner_text().rsplit(" ", 1)[1]
+        # The card's newest-build box names the new build while it runs (it used to vanish until a refresh).
+        newest_box = card.locator("p.current")
+        expect(newest_box).to_be_visible()
+        expect(newest_box).to_contain_text(f"Build {build_id}")
         log = page.get_by_role("log")
         expect(log).to_contain_text("Step 1/", timeout=BUILD_TIMEOUT_MS)
         expect(log).to_contain_text(f"Successfully tagged {image_repository(p.instance, 'site')}:{build_id}",
@@ -118,6 +122,13 @@ def test_deploy_click_streams_the_build_log_to_success(kalpana_project, start_da
         lines = log.inner_text().splitlines()
         assert len(lines) >= 5 and lines[-1] == "■ build SUCCESS", lines
 
+        # The box stays, names the new build with its final status and opens its log.
+        expect(newest_box).to_be_visible()
+        expect(newest_box).to_contain_text(f"Build {build_id}")
+        expect(newest_box.locator(".badge")).to_have_attribute("data-status", "SUCCESS")
+        expect(newest_box.get_by_role("button", name="Show the log of the newest build of site")).to_be_visible()
+        expect(card.locator(".build-line .badge")).to_have_attribute("data-status", "SUCCESS")
+
         # Without a reload, the card's history shows the new build on top, as a manual SUCCESS.
         card.locator("details.history summary").click()
         newest = card.locator("table tbody tr").first
@@ -125,10 +136,13 @@ def test_deploy_click_streams_the_build_log_to_success(kalpana_project, start_da
         expect(newest.locator(".badge")).to_have_attribute("data-status", "SUCCESS")
         expect(newest).to_contain_text("manual")
         expect(card.locator(".card-head .badge")).to_have_attribute("data-status", "running")
+        expect(newest_box).to_contain_text(f"Build {build_id}")  # still, after the list's refresh
+        assert_log_panel_has_its_own_row(page)
         page.screenshot(path=str(artifacts / "dashboard-1280.png"), full_page=True)
 
         # Phone width: the same page, nothing wider than the screen.
         page.set_viewport_size({"width": 375, "height": 800})
+        assert_log_panel_has_its_own_row(page)
         page.screenshot(path=str(artifacts / "dashboard-375.png"), full_page=True)
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
 
@@ -139,6 +153,25 @@ def test_deploy_click_streams_the_build_log_to_success(kalpana_project, start_da
         assert script_errors == [], script_errors
     finally:
         context.close()
+
+
+def assert_log_panel_has_its_own_row(page: Any) -> None:
+    """With a history open, the log panel spans the cards' full width below every card.
+
+    It used to sit in a side column (sticky), floating mid-page next to a tall open history.
+    """
+    cards = page.locator("#deployments").bounding_box()
+    panel = page.locator("#logpanel").bounding_box()
+    assert cards and panel, (cards, panel)
+    assert page.locator("details.history[open]").count() >= 1
+    for card in page.locator("article.card").all():
+        box = card.bounding_box()
+        assert box, card
+        overlaps_x = box["x"] < panel["x"] + panel["width"] and panel["x"] < box["x"] + box["width"]
+        overlaps_y = box["y"] < panel["y"] + panel["height"] and panel["y"] < box["y"] + box["height"]
+        assert not (overlaps_x and overlaps_y), (box, panel)
+    assert panel["x"] <= cards["x"] + 1 and panel["x"] + panel["width"] >= cards["x"] + cards["width"] - 1, (cards, panel)
+    assert panel["y"] >= cards["y"] + cards["height"], (cards, panel)
 
 
 def test_the_page_and_its_assets_are_served_from_the_package_with_nothing_from_outside():

@@ -31,6 +31,8 @@
     PENDING: ["idle", "…"],
   };
 
+  const ENDED = ["SUCCESS", "FAILED", "CANCELLED"];
+
   const $ = (id) => document.getElementById(id);
   const state = {
     cards: new Map(), // deployment name -> card
@@ -160,6 +162,7 @@
         const error = this.end.error ? `: ${this.end.error}` : "";
         this.add("end", `■ build ${this.end.status || "ended"}${error}`);
       }
+      if (name === "end") noteEnd(this.deployment, this.id, this.end);
       if (name === "phase" || name === "end") updateCurrent(this.deployment);
       if (name === "end") scheduleRefresh(300);
       if (state.shown === this.id) renderPanelHead();
@@ -169,6 +172,7 @@
       this.problem = message;
       this.add("problem", `⚠ ${message}`);
       if (state.shown === this.id) renderPanelHead();
+      updateCurrent(this.deployment);
     }
 
     add(kind, text) {
@@ -249,6 +253,7 @@
       await readEvents(response, (event, data) => {
         if (event === "build" || !stream) {
           stream = adopt(String(data.build ?? "?"), name, controller);
+          noteBuild(name, stream.id);
           showLog(stream.id);
           updateCurrent(name);
           if (event === "build") return;
@@ -365,10 +370,14 @@
       updateCard(d);
       if (card.history.open) loadHistory(card, false);
     });
-    // Builds running meanwhile (webhook, file change, another tab) are followed live.
+    // Builds running meanwhile (webhook, file change, another tab) are followed live. current_build is
+    // the build whose image runs (ended by definition): a running one is the newest, last_build.
     for (const d of deployments) {
-      const current = d.current_build;
-      if (current && !["SUCCESS", "FAILED", "CANCELLED"].includes(current.status)) follow(current.id, d.name);
+      const newest = d.last_build;
+      if (newest && !ENDED.includes(newest.status)) {
+        noteBuild(d.name, newest.id);
+        follow(newest.id, d.name);
+      }
     }
     // Ended streams nobody looks at are let go.
     for (const [id, stream] of state.streams) {
@@ -389,15 +398,19 @@
       onclick: () => copyText(card.webhookText.textContent, card.copy),
     }, "Copy");
     card.file = h("code");
+    card.latest = null; // id of the newest build this page started or followed (the list may not know it yet)
     card.currentText = h("span");
+    card.currentBadge = h("span", { class: "badge" });
+    card.currentPhase = h("span");
     card.currentButton = h("button", {
-      type: "button", class: "small", "aria-label": `Show the log of the running build of ${name}`,
+      type: "button", class: "small", "aria-label": `Show the log of the newest build of ${name}`,
       onclick: () => {
-        const current = card.deployment?.current_build;
-        if (current) showLog(follow(current.id, name).id);
+        const id = card.current.dataset.build;
+        if (id) showLog(follow(id, name).id);
       },
     }, "Show log");
-    card.current = h("p", { class: "current", hidden: true }, card.currentText, " ", card.currentButton);
+    card.current = h("p", { class: "current", hidden: true },
+      card.currentText, " ", card.currentBadge, card.currentPhase, " ", card.currentButton);
     card.deploy = h("button", { type: "button", class: "primary", "aria-label": `Deploy ${name}`, onclick: () => deploy(name) }, "Deploy");
     card.stop = h("button", { type: "button", "aria-label": `Stop ${name}`, onclick: () => operate(name, "stop") }, "Stop");
     card.start = h("button", { type: "button", "aria-label": `Start ${name}`, onclick: () => operate(name, "start") }, "Start");
@@ -462,18 +475,49 @@
     return [h("span", { class: "build-line" }, ...items)];
   }
 
-  // The card's "Building now" line: the phase as the SSE stream tells it, or as the last list said.
+  // A build this page saw start (deploy, or a follow of a running one): newer than the list may say.
+  function noteBuild(name, id) {
+    const card = state.cards.get(name);
+    if (card && (!card.latest || newer(id, card.latest))) card.latest = id;
+  }
+
+  // A build's end event carries the final build: it is the card's last build until the list says more.
+  function noteEnd(name, id, build) {
+    const card = state.cards.get(name);
+    const d = card?.deployment;
+    if (!d || !build || build.id !== id) return;
+    if (!d.last_build || !newer(d.last_build.id, id)) {
+      d.last_build = build;
+      card.lastBuild.replaceChildren(...buildSummary(build));
+    }
+  }
+
+  // Ids are "YYYYmmdd-HHMMSS-xxxx": time order to the second (the suffix is random, so ignored).
+  const newer = (a, b) => String(a).slice(0, 15) > String(b).slice(0, 15);
+
+  // The card's newest-build line, always shown once a build exists: it follows a running build's phase
+  // as its SSE stream tells it, then shows its final status, with the button that opens its log.
   function updateCurrent(name) {
     const card = state.cards.get(name);
     if (!card) return;
-    const current = card.deployment?.current_build;
-    const stream = current && state.streams.get(current.id);
-    const running = current && !(stream && stream.end);
-    card.current.hidden = !running;
-    if (running) {
-      const phase = stream?.phase ? `: ${stream.phase}` : "";
-      card.currentText.textContent = `Build ${current.id} ${current.status || "running"}${phase}`;
-    }
+    const listed = card.deployment?.last_build;
+    let id = card.latest;
+    if (listed && (!id || !newer(id, listed.id))) id = listed.id;
+    card.current.hidden = !id;
+    if (!id) return;
+    const stream = state.streams.get(id);
+    const known = listed && listed.id === id ? listed.status : null;
+    let status;
+    if (stream?.end) status = stream.end.status || "ENDED";
+    else if (ENDED.includes(known)) status = known;
+    else if (stream) status = stream.problem ? "DISCONNECTED" : "BUILDING";
+    else status = known || "PENDING";
+    const running = !ENDED.includes(status) && status !== "ENDED" && status !== "DISCONNECTED";
+    card.current.dataset.build = id;
+    card.current.dataset.running = running ? "true" : "false";
+    card.currentText.textContent = `Build ${id}`;
+    setBadge(card.currentBadge, BUILD_STATUSES[status] || ["warn", "⚠"], status, "Status: ");
+    card.currentPhase.textContent = running && stream?.phase ? ` ${stream.phase}` : "";
   }
 
   function updateButtons(name) {
