@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import textwrap
@@ -36,6 +37,14 @@ BUILD_TEST_IMAGE = REPO_ROOT / "scripts" / "build-test-image.sh"
 # Guide-named settings overrides (gitops/config.py) that must not leak from the
 # developer's shell into a test's CLI run; DOCKER_HOST is kept on purpose.
 _SETTINGS_ENV = ("TRAEFIK_BASE_URL", "TRAEFIK_EMAIL", "TRAEFIK_NETWORK")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A background job of a non-interactive shell (how a CI runner may start us) begins with SIGINT
+    # ignored, and Python then leaves it ignored; every child inherits that. The Ctrl-C tests (and the
+    # `kalpana` processes they interrupt) need the terminal's behaviour: KeyboardInterrupt.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

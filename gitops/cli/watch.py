@@ -62,9 +62,14 @@ def watch(obj: Context, log_format: str, no_server: bool) -> None:
         # Only flag it here: run() does the shutdown, outside the signal handler.
         threading.Thread(target=daemon.stop, args=(f"received {signal.Signals(signum).name}",), daemon=True).start()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    sys.exit(daemon.run())
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = daemon.run()
+    finally:
+        # The handlers point at this daemon: whoever called us (a test, an embedding) gets its own back.
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    sys.exit(code)
 
 
 @cli.command()

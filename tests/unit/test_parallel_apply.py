@@ -81,6 +81,15 @@ for _name in METHODS - {"build"}:
     setattr(ThreadSafeRuntime, _name, _locked_method(_name))
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt here, whatever handler an earlier test in this process left behind:
+    the Ctrl-C tests below would otherwise wait for a cancel that never comes."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture
 def runtime() -> Iterator[ThreadSafeRuntime]:
     fake = ThreadSafeRuntime()
