@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 from pydantic import ValidationError
@@ -166,41 +166,34 @@ def load_directory(directory: Path, *, workspace: Path, default_image: str | Non
 
 def _subdomain_clashes(desired: Iterable[Desired], errors: list[SpecError]) -> set[str]:
     """Report a subdomain two enabled deployments claim (at the second, naming the first); return both names."""
-    first: dict[str, Desired] = {}
-    clashing: set[str] = set()
-    for d in desired:
-        sub = d.spec.subdomain
-        if not sub or not d.spec.enabled:
-            continue
-        if sub not in first:
-            first[sub] = d
-            continue
-        other = first[sub]
-        clashing |= {other.name, d.name}
-        errors.append(SpecError(d.file, d.line_of("subdomain"), "subdomain",
-                                f"subdomain {sub!r} is also claimed by {other.file}:{other.line_of('subdomain')} "
-                                f"(deployment {other.name!r}): one host serves one deployment, give each its own "
-                                "subdomain"))
-    return clashing
+    return _clashes(desired, errors, "subdomain", lambda sub, at, other: (
+        f"subdomain {sub!r} is also claimed by {at} (deployment {other!r}): one host serves one deployment, "
+        "give each its own subdomain"))
 
 
 def _port_clashes(desired: Iterable[Desired], errors: list[SpecError]) -> set[str]:
     """Report host ports two enabled deployments declare (at the second, naming the first); return every name involved."""
-    first: dict[int, Desired] = {}
+    return _clashes(desired, errors, "exposed_port", lambda port, at, other: (
+        f"host port {port} is also declared by {at} (deployment {other!r}): one port serves one deployment, "
+        "give each its own exposed_port (or remove it from one and a free port is assigned)"))
+
+
+def _clashes(desired: Iterable[Desired], errors: list[SpecError], field: str,
+             message: Callable[[object, str, str], str]) -> set[str]:
+    """Values of ``field`` two enabled deployments both set: an error at the second naming the first's file:line."""
+    first: dict[object, Desired] = {}
     clashing: set[str] = set()
     for d in desired:
-        port = d.spec.exposed_port
-        if not port or not d.spec.enabled:
+        value = getattr(d.spec, field)
+        if not value or not d.spec.enabled:
             continue
-        if port not in first:
-            first[port] = d
+        if value not in first:
+            first[value] = d
             continue
-        other = first[port]
+        other = first[value]
         clashing |= {other.name, d.name}
-        errors.append(SpecError(d.file, d.line_of("exposed_port"), "exposed_port",
-                                f"host port {port} is also declared by {other.file}:{other.line_of('exposed_port')} "
-                                f"(deployment {other.name!r}): one port serves one deployment, give each its own "
-                                "exposed_port (or remove it from one and a free port is assigned)"))
+        errors.append(SpecError(d.file, d.line_of(field), field,
+                                message(value, f"{other.file}:{other.line_of(field)}", other.name)))
     return clashing
 
 
