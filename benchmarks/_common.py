@@ -394,6 +394,15 @@ def verdict(value: float | None, target: float, below: bool = True, strict: bool
     return "MET" if ok else "MISSED"
 
 
+def print_ratios(ratios: Mapping[str, Mapping[str, Any]], width: int = 22) -> None:
+    """The report's ratios (medians), each with its target and verdict when it has one."""
+    print("\nratios (medians)")
+    for name, row in ratios.items():
+        value = "n/a" if row["value"] is None else f"{row['value']:.2f}"
+        target = f"  target {row['target']}: {row['verdict']}" if "target" in row else ""
+        print(f"  {name:{width}} {value:>6}{target}")
+
+
 def print_rows(title: str, rows: Sequence[tuple[str, dict[str, Any] | None, str]]) -> None:
     """``label | median | min | max | cpu | n | note`` (seconds; cpu = median CPU of the child processes)."""
     print(f"\n{title}")

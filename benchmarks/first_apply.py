@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
 
-from _common import (BASE_IMAGE, BENCH_LABEL, Deadline, KalpanaProject, Timing, base_env,  # noqa: E402
+from _common import (BASE_IMAGE, print_ratios, BENCH_LABEL, Deadline, KalpanaProject, Timing, base_env,  # noqa: E402
                      bytecode_note, common_arguments, deadline, interleaved, log, machine_info, print_rows, ratio,
                      remove_kalpana_instance, remove_labelled, start_run, stopwatch, timed_command, timing_summary,
                      verdict)
@@ -190,11 +190,7 @@ def main() -> int:
             ("kalpana-seq", stats.get("kalpana-seq"), "the same, parallelism 1"),
             ("compose", stats.get("compose"), f"`docker-compose up -d`: {args.count} builds + starts, no health wait"),
         ])
-        print("\nratios (medians)")
-        for name, row in report["ratios"].items():
-            value = "n/a" if row["value"] is None else f"{row['value']:.2f}"
-            target = f"  target {row['target']}: {row['verdict']}" if "target" in row else ""
-            print(f"  {name:22} {value:>6}{target}")
+        print_ratios(report["ratios"], width=22)
         if failures:
             print("\nproblems:\n  " + "\n  ".join(failures))
     return 1 if failures else 0

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
 
-from _common import (BASE_IMAGE, BENCH_LABEL, Deadline, KalpanaProject, PYTHON, Timing, base_env,  # noqa: E402
+from _common import (BASE_IMAGE, print_ratios, BENCH_LABEL, Deadline, KalpanaProject, PYTHON, Timing, base_env,  # noqa: E402
                      bytecode_note, common_arguments, deadline, interleaved, log, machine_info,
                      print_profile, print_rows, profile_cli, python_startup_figures, ratio,
                      remove_kalpana_instance, remove_labelled, start_run, timed_command, timing_summary,
@@ -223,11 +223,7 @@ def main() -> int:
         ])
         print_rows("python start-up (a fresh `kalpana` process pays this first)", [
             (name, s, "") for name, s in startup.items()])
-        print("\nratios (medians)")
-        for name, r in report["ratios"].items():
-            value = "n/a" if r["value"] is None else f"{r['value']:.2f}"
-            target = f"  target {r['target']}: {r['verdict']}" if "target" in r else ""
-            print(f"  {name:30} {value:>6}{target}")
+        print_ratios(report["ratios"], width=30)
         if profile:
             print_profile(profile, f"where a no-op apply of {sizes[-1]} deployments spends its time")
         if failures:

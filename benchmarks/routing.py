@@ -24,7 +24,6 @@ import argparse
 import io
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
