@@ -193,7 +193,10 @@ class Deployer:
         if not route and self.routes is not None:
             # Port mode now (no base URL, or no subdomain any more) and the new container serves on its
             # port: a route left from subdomain mode would name a container that is about to go.
-            self.routes.drop(desired.name)
+            try:
+                self.routes.drop(desired.name)
+            except KalpanaError as exc:  # the new version serves: say so, and the next apply drops it
+                on_phase(f"{exc}; the next apply removes it")
         if old:
             self.runtime.remove(old.id)
         return Rollout(new_id, host_port, self._monotonic() - started, gap, trial_seconds)
@@ -226,8 +229,13 @@ class Deployer:
                 on_phase(f"draining {old.name} for {self.route.drain_seconds:g} s (Traefik's reload, requests "
                          "in flight), then stopping it")
                 self._sleep(self.route.drain_seconds)
-            self.runtime.stop(old.id, timeout=self.stop_timeout)
-            self.runtime.remove(old.id)
+            try:
+                self.runtime.stop(old.id, timeout=self.stop_timeout)
+                self.runtime.remove(old.id)
+            except KalpanaError as exc:
+                # The route names the new, healthy container: this deploy succeeded. The old one
+                # (named --draining) is removed by the next run's recovery.
+                on_phase(f"could not remove the old container {old.name}: {exc}; the next run removes it")
         return Rollout(new_id, None, self._monotonic() - started, None, None)
 
     def _route_to(self, desired: Desired, host: str, config: ContainerConfig) -> None:

@@ -129,8 +129,9 @@ class Engine:
         """Every declared deployment (and any container no file declares any more): state, URL, build."""
         from gitops.status import report  # imported here: a no-op apply never needs it
 
-        return report(self.load(), self.runtime, self.history, self.instance, self.settings.publish_address,
-                      workspace=self.workspace)
+        # One read of the history for the stops, latest builds and problems the report asks about.
+        return report(self.load(), self.runtime, self.history.snapshot(), self.instance,
+                      self.settings.publish_address, workspace=self.workspace)
 
     def deployments(self, name: str | None = None) -> list[DeploymentView]:
         """What the API shows of every deployment (or of ``name``): spec summary, state, builds, webhook URL."""
@@ -411,7 +412,10 @@ class Engine:
             done = iter(self._run_steps([s for s in slots if not isinstance(s, Outcome)], trigger, plan.steps))
             result.outcomes.extend(s if isinstance(s, Outcome) else next(done) for s in slots)
             # Nothing changed on Docker when no step ran: the observation taken at the start still holds.
-            self._drop_stale_routes(observed if not result.outcomes else None)
+            try:
+                self._drop_stale_routes(observed if not result.outcomes else None)
+            except KalpanaError as exc:  # housekeeping: the apply itself did what it said
+                self.events.emit(Warned(None, f"stale routes not removed: {exc}"))
             self.housekeeping.prune_history(observed if not result.outcomes else None)
             return result
 

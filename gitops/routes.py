@@ -64,6 +64,9 @@ class RouteTable:
             return True
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise KalpanaError(f"cannot remove the route of {deployment} in {self.directory}: "
+                               f"{exc.strerror or exc}: check that directory's permissions") from None
 
     def get(self, deployment: str) -> RouteEntry | None:
         """The route of one deployment, or None."""
