@@ -65,6 +65,9 @@ def create(settings: Settings, body: Any) -> Path:
             os.link(draft, target)  # fails if the name was taken meanwhile: never overwrites a file
         except FileExistsError:
             raise FileConflict(f"{display_path(target)} already exists: pick another name") from None
+    except OSError as exc:  # read-only directory, disk full, permissions: the operator's to fix
+        raise FileConflict(f"cannot write {display_path(target)}: {exc.strerror or exc}: check the deployments "
+                           "directory's permissions and free space") from None
     finally:
         draft.unlink(missing_ok=True)
     # What one file cannot tell: a host port another file declares too.
@@ -89,7 +92,13 @@ def delete(settings: Settings, name: str) -> Path:
     if others:
         raise FileConflict(f"{desired.file} also declares {', '.join(others)}: remove {name}'s document from it "
                            "by hand")
-    path.unlink()
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass  # removed meanwhile: what was asked for
+    except OSError as exc:
+        raise FileConflict(f"cannot remove {desired.file}: {exc.strerror or exc}: check the deployments "
+                           "directory's permissions") from None
     return path
 
 

@@ -288,3 +288,18 @@ def test_a_history_snapshot_answers_as_the_history_does(tmp_path: Path) -> None:
     assert snapshot.stopped() == history.stopped() == {"b"}
     assert snapshot.assigned_ports() == history.assigned_ports() == {"a": 8081}
     assert set(snapshot.by_ids([ids[0], "nope"])) == set(history.by_ids([ids[0], "nope"])) == {ids[0]}
+
+
+def test_a_deployments_directory_that_cannot_be_written_is_a_clear_conflict_not_a_500(tmp_path, monkeypatch):
+    from gitops.config import load_settings
+
+    (tmp_path / "deployments.d").mkdir()
+    (tmp_path / "kalpana.yaml").write_text(f"instance: t-ro\nstate_dir: {tmp_path / 'state'}\n")
+    settings = load_settings(str(tmp_path / "kalpana.yaml"), environ={})
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    with pytest.raises(FileConflict, match=r"cannot write \S*deployments.d/web.yaml: Permission denied"):
+        create(settings, {"name": "web", "startCommand": "x"})
