@@ -409,3 +409,32 @@ def test_validate_warns_as_apply_does_about_a_subdomain_without_base_url_and_exi
                 "(traefik_base_url in kalpana.yaml); until then it is served in port mode")
     assert [w.endswith(expected) for w in warnings] == [True], warnings
     assert f"warning: {warnings[0]}" in text.output and "ok: 2 deployment(s)" in text.output, text.output
+
+
+class _StopFails(FakeRuntime):
+    failing = False
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        if self.failing:
+            self._call("stop", container_id, timeout)
+            raise KalpanaError("Docker answered 500 to stop")
+        super().stop(container_id, timeout)
+
+
+def test_a_failing_stop_of_the_drained_container_does_not_fail_a_deploy_the_route_already_serves(tmp_path):
+    runtime = _StopFails(allow={"observe", "remove", "remove_image", *BUILD, *DEPLOY, *TRAEFIK})
+    e = _Engine(tmp_path, runtime, traefik_base_url=BASE)
+    write(tmp_path, "shop")
+    assert e.engine.apply().ok
+    write(tmp_path, "shop", build_command="echo v2")
+    runtime.failing = True
+
+    result = e.engine.apply()
+
+    assert result.ok, result.to_dict()
+    (outcome,) = result.outcomes
+    assert outcome.build.status.value == "SUCCESS"
+    new = runtime.by_name(L.container_name(INSTANCE, "shop"))
+    alias = new.labels[L.ROUTE_ALIAS]
+    assert RouteTable(e.settings.routes_path, INSTANCE).get("shop").servers == (f"http://{alias}:8080",)
+    assert runtime.by_name(L.draining_name(INSTANCE, "shop")) is not None, "left for the next run's recovery"
