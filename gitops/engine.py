@@ -239,9 +239,7 @@ class Engine:
             if only and name not in only:
                 continue
             try:
-                revisions[name] = resolve(d.spec.source, self.settings.workspace_path, self.settings.checkouts_path,
-                                          name, state=self.settings.state_path) \
-                    if d.spec.enabled else NO_SOURCE
+                revisions[name] = self.revision_of(d)
             except SourceError as exc:
                 # Like a file that fails to load: leave that deployment alone, prune nothing.
                 found[name] = SpecError(d.file, d.line, "source", str(exc))
@@ -275,6 +273,13 @@ class Engine:
                          workspace=self.workspace, take_over=take_over)
         plan.steps = [self._rerouted(step) for step in plan.steps]
         return plan, load, revisions
+
+    def revision_of(self, d: Desired) -> Revision:
+        """The revision of ``d``'s source as it is now (NO_SOURCE when disabled); SourceError if unreadable."""
+        if not d.spec.enabled:
+            return NO_SOURCE
+        return resolve(d.spec.source, self.settings.workspace_path, self.settings.checkouts_path, d.name,
+                       state=self.settings.state_path)
 
     def _rerouted(self, step: Step) -> Step:
         """A running container reached the wrong way (port mode vs subdomain, another host) is redeployed.

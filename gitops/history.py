@@ -410,6 +410,11 @@ class History:
             raw = self._raw(db)
         return Snapshot(self, raw, {}).latest_per_deployment()
 
+    def unfinished(self) -> bool:
+        """True while any build is PENDING or BUILDING (here or, for a shared state directory, elsewhere)."""
+        with self._db() as db:
+            return any(record.get("status") in _UNFINISHED for record in self._raw(db).values())
+
     def mark_interrupted(self) -> list[Build]:
         """Fail every PENDING/BUILDING build whose process on this host is gone.
 

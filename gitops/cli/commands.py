@@ -7,11 +7,8 @@ from typing import Callable
 
 import click
 
-from gitops.cli.main import Context, cli
+from gitops.cli.main import Context, cli, json_option, pass_ctx
 from gitops.cli.render import Progress, escape, out_console, plan_table, print_json, write
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
-pass_ctx = click.make_pass_decorator(Context)
 
 
 class Word(click.ParamType):
@@ -114,31 +111,6 @@ def run_with_progress(obj: Context, as_json: bool, work: Callable) -> object:
         progress.close()
 
 
-@cli.command()
-@click.argument("names", nargs=-1)
-@click.option("--no-prune", is_flag=True, help="Keep containers no file declares.")
-@click.option("--dry-run", is_flag=True, help="Only show the plan (same as `kalpana plan`).")
-@click.option("--fetch", is_flag=True, help="First fetch the git sources of these deployments.")
-@click.option("--force", is_flag=True, help="Rebuild and redeploy to what the files declare even when up to date "
-              "(e.g. after a rollback).")
-@click.option("--take-over", is_flag=True, help="Take over deployments declared here whose containers another "
-              "workspace of this instance manages.")
-@json_option
-@pass_ctx
-def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, fetch: bool, force: bool,
-          take_over: bool, as_json: bool) -> None:
-    """Make Docker match the files: build and deploy what changed, prune what is gone."""
-    if dry_run:
-        engine = obj.engine()
-        result, load = engine.plan(list(names) or None, prune=not no_prune, take_over=take_over)
-        _show_plan(result, load, as_json)
-        sys.exit(0 if load.ok else 1)
-    result = run_with_progress(obj, as_json, lambda engine: engine.apply(list(names) or None, prune=not no_prune,
-                                                                         fetch=fetch, force=force,
-                                                                         take_over=take_over))
-    summarize(result, as_json)
-
-
 def summarize(result, as_json: bool) -> None:
     """Print what an apply did and exit 1 when anything failed."""
     if as_json:
@@ -148,11 +120,16 @@ def summarize(result, as_json: bool) -> None:
             console = out_console()
             for error in result.load.errors:
                 console.print(f"[red]{escape(str(error))}[/red]")
-        failed = [o for o in result.outcomes if not o.ok]
-        changed = [o for o in result.outcomes if o.ok]
-        unchanged = len(result.plan.steps) - len(result.outcomes)
-        write(f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged\n")
+        write(summary_line(result))
     sys.exit(0 if result.ok else 1)
+
+
+def summary_line(result) -> str:
+    """The last line of an apply: how many deployments changed, failed and were left as they were."""
+    failed = [o for o in result.outcomes if not o.ok]
+    changed = [o for o in result.outcomes if o.ok]
+    unchanged = len(result.plan.steps) - len(result.outcomes)
+    return f"{len(changed)} changed, {len(failed)} failed, {unchanged} unchanged\n"
 
 
 @cli.command()

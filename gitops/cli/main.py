@@ -49,9 +49,15 @@ class Context:
         return Engine(self.settings, self.runtime, self.history, events)
 
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
+pass_ctx = click.make_pass_decorator(Context)
+
 #: The modules whose ``@cli.command()``s make up the CLI. They are imported when a command is
 #: looked up, not before: ``--version`` needs none of them (nor pydantic, which they load).
-COMMAND_MODULES = ("commands", "init", "operate", "routing_cmds", "watch")
+COMMAND_MODULES = ("apply_cmd", "commands", "init", "operate", "routing_cmds", "watch")
+#: Commands whose module is loaded alone when one of them is run: a repeated no-op `apply` is
+#: answered before the models are imported (gitops.noop_replay).
+ALONE = {"apply": "apply_cmd"}
 
 
 def register_commands() -> None:
@@ -64,7 +70,10 @@ class KalpanaGroup(click.Group):
     """Translates errors into one line and an exit code; loads the commands when one is looked up."""
 
     def get_command(self, ctx: click.Context, cmd_name: str):
-        register_commands()
+        if cmd_name in ALONE:
+            importlib.import_module(f"gitops.cli.{ALONE[cmd_name]}")
+        else:
+            register_commands()
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -13,6 +13,7 @@ import sys
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from gitops.cli.output import reader_gone, write  # noqa: F401 - re-exported: the CLI's plain output
 from gitops.events import (Event, LockWait, LogLine, PhaseEntered, Recovered, StepFailed, StepStarted,
                            StepSucceeded, Warned)
 from gitops.labels import IMAGE_REPOSITORY
@@ -80,37 +81,14 @@ def _console_class() -> type[Console]:
     return PipeSafeConsole
 
 
-def reader_gone(stream: Any) -> None:
-    """The reader of ``stream`` went away (``kalpana deploy x | head -1``): send the rest to /dev/null.
-
-    The work goes on and is recorded; only its output has nobody left to read it. The file
-    descriptor itself is pointed at /dev/null, so every later write, and the interpreter's final
-    flush of what is still buffered, succeed instead of raising (or exiting 120).
-    """
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return  # not a real file (a test's capture): nothing left to redirect
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
-
-
-def write(text: str, stderr: bool = False) -> None:
-    """Write plain ``text`` to stdout (or stderr) now; a closed reader is not an error (see reader_gone)."""
-    stream = sys.stderr if stderr else sys.stdout
-    try:
-        stream.write(text)
-        stream.flush()
-    except BrokenPipeError:
-        reader_gone(stream)
-
-
 def print_json(data: Any) -> None:
     """One JSON document on stdout, nothing else."""
-    write(json.dumps(data, indent=2, default=str) + "\n")
+    write(json_document(data))
+
+
+def json_document(data: Any) -> str:
+    """``data`` as the CLI prints JSON: indented, one document, a newline at the end."""
+    return json.dumps(data, indent=2, default=str) + "\n"
 
 
 class Progress:
