@@ -239,9 +239,10 @@ class KalpanaProject:
         return [PYTHON, *python_flags, "-m", module, "-c", str(self.config_path), *args]
 
     def run(self, *args: str, timeout: float = 300, check: bool = True, python_flags: Sequence[str] = (),
-            module: str = "gitops", stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+            module: str = "gitops", stdin: str | None = None,
+            extra_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(self.command(*args, python_flags=python_flags, module=module), cwd=self.root,
-                                env=self.env(), capture_output=True, text=True, timeout=timeout,
+                                env={**self.env(), **(extra_env or {})}, capture_output=True, text=True, timeout=timeout,
                                 **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}))
         if check and result.returncode != 0:
             raise RuntimeError(f"kalpana {' '.join(args)} exited {result.returncode}\n"
@@ -251,10 +252,11 @@ class KalpanaProject:
     def run_json(self, *args: str, timeout: float = 300) -> Any:
         return json.loads(self.run(*args, "--json", timeout=timeout).stdout)
 
-    def timed(self, *args: str, timeout: float = 300) -> tuple[Timing, subprocess.CompletedProcess[str]]:
+    def timed(self, *args: str, timeout: float = 300,
+              extra_env: Mapping[str, str] | None = None) -> tuple[Timing, subprocess.CompletedProcess[str]]:
         """Wall and CPU time of one CLI run (start of the process to its exit), and its result."""
         with stopwatch() as timing:
-            result = self.run(*args, timeout=timeout)
+            result = self.run(*args, timeout=timeout, extra_env=extra_env)
         return timing, result
 
     def apply_with_progress(self, total: int, timeout: float, label: str, attempts: int = 3) -> None:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
 
+from gitops.noop_replay import SETTLE_SECONDS  # noqa: E402
 from _common import (BASE_IMAGE, print_ratios, BENCH_LABEL, Deadline, KalpanaProject, PYTHON, Timing, base_env,  # noqa: E402
                      bytecode_note, common_arguments, deadline, interleaved, log, machine_info,
                      print_profile, print_rows, profile_cli, python_startup_figures, ratio,
@@ -146,12 +149,21 @@ def main() -> int:
             # -- measurements --------------------------------------------------------
             variants = {}
             for size, project in projects.items():
-                def kalpana(project=project) -> Timing:
-                    elapsed, result = project.timed("apply", timeout=300)
+                def kalpana(project=project, env=None) -> Timing:
+                    elapsed, result = project.timed("apply", timeout=300, extra_env=env)
                     if "0 changed, 0 failed" not in result.stdout:
                         raise RuntimeError(f"{project.instance}: apply was not a no-op:\n{result.stdout[-2000:]}")
                     return elapsed
                 variants[f"kalpana@{size}"] = kalpana
+                # The same apply with the replay turned off: the full run that a change (or the first
+                # no-op after one) pays.
+                variants[f"kalpana@{size} full"] = lambda kalpana=kalpana: kalpana(env={"KALPANA_NO_REPLAY": "1"})
+            log(f"letting the files settle ({SETTLE_SECONDS:g} s) so that a no-op apply is recorded for replay")
+            time.sleep(SETTLE_SECONDS + 0.5)
+            for size, project in projects.items():
+                project.run("apply")
+                if not replayed(project):
+                    failures.append(f"kalpana@{size}: a repeated no-op apply was not replayed")
             if compose is not None:
                 variants[f"compose@{compose_size}"] = compose.up
             variants["floor"] = lambda: timed_command([PYTHON, "-c", FLOOR_CODE], timeout=60)
@@ -160,6 +172,9 @@ def main() -> int:
                 fn()
             log(f"timing {args.reps} rounds of: {', '.join(variants)}")
             samples = interleaved(args.reps, variants)
+            for size, project in projects.items():
+                if not replayed(project):
+                    failures.append(f"kalpana@{size}: the no-op apply was no longer replayed after the timed rounds")
             log("python start-up and import figures")
             startup = python_startup_figures(args.reps)
             profile = profile_cli(projects[sizes[-1]], "apply") if args.profile else None
@@ -199,6 +214,13 @@ def main() -> int:
         ratios[f"{large}/{small}"] = {"value": r_scale, "target": "<= 1.5", "verdict": verdict(r_scale, 1.5)}
     ratios[f"{small}/floor"] = {"value": ratio(med.get(small), med.get("floor"))}
     if not args.no_compose:
+        r_full = ratio(med.get(f"{small} full"), med.get(compose_key))
+        ratios[f"{small} full/{compose_key}"] = {"value": r_full}  # the first no-op after a change
+    if len(sizes) > 1:
+        ratios[f"{large} full/{small} full"] = {"value": ratio(med.get(f"{large} full"), med.get(f"{small} full")),
+                                                "target": "<= 1.5", "verdict": verdict(
+                                                    ratio(med.get(f"{large} full"), med.get(f"{small} full")), 1.5)}
+    if not args.no_compose:
         ratios[f"{small}/{compose_key} (CPU)"] = {"value": ratio(cpu.get(small), cpu.get(compose_key))}
     if len(sizes) > 1:
         ratios[f"{large}/{small} (CPU)"] = {"value": ratio(cpu.get(large), cpu.get(small))}
@@ -216,8 +238,11 @@ def main() -> int:
         print(f"\nno-op apply benchmark (run {run_id}; {args.reps} reps, interleaved; seconds; "
               f"load average at start {load}; {report['bytecode']})")
         print_rows("no-op runs", [
-            *[(f"kalpana@{size}", stats.get(f"kalpana@{size}"), f"`kalpana apply`, {size} deployments up to date")
-              for size in sizes],
+            *[row for size in sizes for row in (
+                (f"kalpana@{size}", stats.get(f"kalpana@{size}"),
+                 f"`kalpana apply`, {size} deployments up to date (replayed: nothing changed since the last)"),
+                (f"kalpana@{size} full", stats.get(f"kalpana@{size} full"),
+                 "the same with KALPANA_NO_REPLAY=1: files validated, plan made"))],
             (compose_key, stats.get(compose_key), f"`docker-compose up -d`, {compose_size} services up to date"),
             ("floor", stats.get("floor"), "python: import docker, list containers once"),
         ])
@@ -229,6 +254,12 @@ def main() -> int:
         if failures:
             print("\nproblems:\n  " + "\n  ".join(failures))
     return 1 if failures else 0
+
+
+def replayed(project: KalpanaProject) -> bool:
+    """Whether a no-op `kalpana apply` is now answered from its record: a replay never imports pydantic."""
+    result = project.run("apply", python_flags=["-X", "importtime"])
+    return "0 changed, 0 failed" in result.stdout and not re.search(r"\|\s+pydantic\b", result.stderr)
 
 
 if __name__ == "__main__":
