@@ -190,11 +190,11 @@ def test_swap_in_port_mode_proves_the_new_version_beside_the_old_one_before_stop
     assert runtime.changes() == [
         ("create", (runtime.created[0],)),
         ("start", (trial,)),
-        ("remove", (trial,)),
         ("rename", (old.id, "web--retiring")),
         ("create", (runtime.created[1],)),
         ("stop", (old.id, STOP_TIMEOUT)),
         ("start", (final,)),
+        ("remove", (trial,)),  # once the final one serves: off the way to serving, and not in the gap
         ("remove", (old.id,)),
     ]
     assert list(runtime.containers) == [final]
@@ -232,20 +232,19 @@ def test_a_failed_trial_that_cannot_be_removed_still_says_why_it_failed(clock):
     assert "removal of container" not in str(failure.value)
 
 
-def test_a_proven_trial_that_cannot_be_removed_fails_before_the_old_one_is_touched(clock):
+def test_a_proven_trial_that_cannot_be_removed_is_said_and_the_swap_goes_on(clock):
+    """The new version was proven: a leftover trial is the next run's to remove (recovery), not a failed deploy."""
     runtime = TrialStaysPut(allow=ROLLOUT)
     desired = make_desired()
-    old_fake, old = add_old(runtime, desired)
+    _, old = add_old(runtime, desired)
+    phases: list[str] = []
 
-    with pytest.raises(DeployFailed) as failure:
-        rollout(make_deployer(runtime, clock, Probe()), desired, old)
+    result = rollout(make_deployer(runtime, clock, Probe()), desired, old, phases=phases)
 
-    assert str(failure.value) == ("could not remove the trial container web--candidate: Docker refused: removal "
-                                  "of container web--candidate is already in progress; the previous container "
-                                  "keeps serving, and the next apply removes the trial (or `docker rm -f "
-                                  "web--candidate`)")
-    assert [m for m, _ in runtime.changes()] == ["create", "start", "remove"]
-    assert (old_fake.name, old_fake.state) == ("web", "running")
+    assert runtime.by_name("web").id == result.container_id
+    assert runtime.containers[result.container_id].state == "running"
+    assert phases[-1] == ("could not remove the trial container web--candidate: Docker refused: removal of "
+                          "container web--candidate is already in progress; the next apply removes it")
     runtime.assert_no_violations()
 
 
@@ -450,7 +449,6 @@ def test_a_final_container_that_fails_after_a_good_trial_is_removed_and_the_old_
     assert runtime.changes() == [
         ("create", (runtime.created[0],)),
         ("start", (trial,)),
-        ("remove", (trial,)),
         ("rename", (old.id, "web--retiring")),
         ("create", (runtime.created[1],)),
         ("stop", (old.id, STOP_TIMEOUT)),
@@ -458,6 +456,7 @@ def test_a_final_container_that_fails_after_a_good_trial_is_removed_and_the_old_
         ("remove", (final,)),
         ("rename", (old.id, "web")),
         ("start", (old.id,)),
+        ("remove", (trial,)),  # the old one serves again first
     ]
     assert list(runtime.containers) == [old.id], "only the old container is left"
     assert (old_fake.name, old_fake.state) == ("web", "running")
@@ -511,9 +510,9 @@ def test_interrupt_during_the_final_health_wait_restores_the_old_one_and_propaga
 
     trial, final = trial_and_final(runtime)
     assert [(m, a[0]) for m, a in runtime.changes()] == [
-        ("create", runtime.created[0]), ("start", trial), ("remove", trial),
+        ("create", runtime.created[0]), ("start", trial),
         ("rename", old.id), ("create", runtime.created[1]), ("stop", old.id), ("start", final),
-        ("remove", final), ("rename", old.id), ("start", old.id)]
+        ("remove", final), ("rename", old.id), ("start", old.id), ("remove", trial)]
     assert list(runtime.containers) == [old.id]
     assert (old_fake.name, old_fake.state) == ("web", "running")
 
@@ -659,3 +658,36 @@ def test_a_port_another_deployment_keeps_is_busy_and_named(web_fields, expected)
                                  "or move that deployment off it first"}
     else:
         assert result == {}
+
+
+def test_in_thread_runs_the_work_beside_the_caller_and_hands_back_its_error():
+    import threading
+
+    from gitops.deployer import in_thread
+
+    go = threading.Event()
+    seen: list[str] = []
+
+    def work() -> None:
+        assert go.wait(5), "the caller never went on: the work blocked it"
+        seen.append(threading.current_thread().name)
+        raise KalpanaError("Docker refused")
+
+    wait = in_thread(work)
+    go.set()  # only reached because in_thread returned before the work ended
+    error = wait()
+    assert isinstance(error, KalpanaError) and str(error) == "Docker refused"
+    assert seen == ["kalpana-background"]
+    assert in_thread(lambda: None)() is None
+
+
+def test_the_engine_removes_a_proven_trial_beside_the_swap(tmp_path):
+    from gitops.config import Settings
+    from gitops.deployer import in_thread
+    from gitops.engine import Engine
+    from gitops.events import Events
+    from gitops.history import History
+
+    settings = Settings(state_dir=tmp_path / "state", deployments_dir=tmp_path, config_dir=tmp_path)
+    engine = Engine(settings, FakeRuntime(), History(tmp_path / "state"), Events())
+    assert engine.deployer._background is in_thread
