@@ -12,6 +12,10 @@ Each round, interleaved:
 * ``raw SDK``: the same swap done in-process with the docker SDK's low-level API: stop the old container
   (timeout 0), remove it, create + start a new one of the same image (port binding, init), then GET
   until the first 200. This is the floor of the Docker work a redeploy needs.
+* ``raw SDK safe swap``: the raw swap made as safe as Kalpana's rollout: first a trial container (no host
+  port) started and GET on its own address until 200, then the raw swap, then the trial removed. Its
+  difference to the raw swap is what the trial costs in Docker work; apply minus it is what Kalpana adds
+  to a rollout that is as safe (printed, no target).
 
 Targets: apply overhead beyond the raw Docker calls (apply - raw) <= 0.3 s (issue 12; 0.5 s in issue 2);
 gap < 1 s (issue 2).
@@ -27,6 +31,8 @@ import argparse
 import json
 import shutil
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +63,12 @@ class RawSwap:
         self.container_id: str | None = None
         self.rev = 0
 
-    def _create_and_start(self) -> str:
+    def _create_and_start(self, trial: bool = False) -> str:
         api = self.api
-        host_config = api.create_host_config(port_bindings={APP_PORT: self.port}, init=True,
+        host_config = api.create_host_config(port_bindings=None if trial else {APP_PORT: self.port}, init=True,
                                              restart_policy={"Name": "unless-stopped"})
-        created = api.create_container(image=BASE_IMAGE, name=self.name, entrypoint=["/bin/sh", "-c"],
+        created = api.create_container(image=BASE_IMAGE, name=f"{self.name}-trial" if trial else self.name,
+                                       entrypoint=["/bin/sh", "-c"],
                                        command=[START_COMMAND], working_dir="/workspace",
                                        environment={"BENCH_REV": str(self.rev)},
                                        labels={BENCH_LABEL: self.run_id}, ports=[APP_PORT],
@@ -82,6 +89,35 @@ class RawSwap:
             self.container_id = self._create_and_start()
             wait_200(self.port, 30, interval=0.005)
         return timing
+
+    def safe_swap(self) -> Timing:
+        """The same, as safe as Kalpana's: first a trial container without the port, probed on its own
+        address until it answers 200, then the swap, then the trial's removal: wall seconds."""
+        self.rev += 1
+        with stopwatch(children=False) as timing:
+            trial = self._create_and_start(trial=True)
+            address = self.api.inspect_container(trial)["NetworkSettings"]["IPAddress"]
+            _wait_200_at(f"http://{address}:{APP_PORT}/", 30)
+            self.api.stop(self.container_id, timeout=0)
+            self.api.remove_container(self.container_id, force=True)
+            self.container_id = self._create_and_start()
+            wait_200(self.port, 30, interval=0.005)
+            self.api.remove_container(trial, force=True)
+        return timing
+
+
+def _wait_200_at(url: str, timeout: float) -> None:
+    deadline_at = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline_at:
+            raise RuntimeError(f"{url} never answered 200")
+        time.sleep(0.005)
 
 
 def gap_poller(port: int) -> Poller:
@@ -122,6 +158,7 @@ def main() -> int:
     failures: list[str] = []
     apply_t: list[Timing] = []
     raw_t: list[Timing] = []
+    safe_t: list[Timing] = []
     gaps: list[float] = []
     raw_gaps: list[float] = []
     recorded_gaps: list[float] = []
@@ -167,19 +204,23 @@ def main() -> int:
                 raw_t.append(timing)
                 raw_gaps.append(gap)
 
+            def safe_round() -> None:
+                safe_t.append(raw.safe_swap())
+
             log("warm-up round (not timed)")
             kalpana_round()
             raw_round()
-            for lst in (apply_t, raw_t, gaps, raw_gaps, recorded_gaps, recorded_deploy, recorded_trial):
+            safe_round()
+            for lst in (apply_t, raw_t, safe_t, gaps, raw_gaps, recorded_gaps, recorded_deploy, recorded_trial):
                 lst.clear()
-            log(f"timing {args.reps} rounds of: kalpana apply (env change), raw SDK swap")
+            log(f"timing {args.reps} rounds of: kalpana apply (env change), raw SDK swap, raw SDK safe swap")
             for i in range(args.reps):
-                rounds = (kalpana_round, raw_round) if i % 2 == 0 else (raw_round, kalpana_round)
-                for fn in rounds:
+                rounds = [kalpana_round, raw_round, safe_round]
+                for fn in rounds[i % 3:] + rounds[:i % 3]:
                     fn()
                 log(f"  rep {i + 1}/{args.reps}: apply {apply_t[-1].wall:.3f} s (gap {gaps[-1]:.3f}, recorded "
                     f"{recorded_gaps[-1] if recorded_gaps else float('nan'):.3f}), raw {raw_t[-1].wall:.3f} s "
-                    f"(gap {raw_gaps[-1]:.3f})")
+                    f"(gap {raw_gaps[-1]:.3f}), raw safe {safe_t[-1].wall:.3f} s")
             log("python start-up and import figures")
             startup = python_startup_figures(args.reps)
             if args.profile:
@@ -208,7 +249,9 @@ def main() -> int:
     s_gap, s_raw_gap = summary(gaps), summary(raw_gaps)
     s_rec_gap, s_rec_deploy = summary(recorded_gaps), summary(recorded_deploy)
     s_rec_trial = summary(recorded_trial)
+    s_safe = timing_summary(safe_t)
     overhead = round(s_apply["median"] - s_raw["median"], 4) if apply_t and raw_t else None
+    safe_overhead = round(s_apply["median"] - s_safe["median"], 4) if apply_t and safe_t else None
     gap_max = s_gap["max"]
     imports = (startup.get("imports of apply (in-process)") or {}).get("median")
     interpreter = (startup.get("python -c pass") or {}).get("median")
@@ -217,7 +260,8 @@ def main() -> int:
         attributed = {"python_start_s": interpreter, "imports_s": imports,
                       "rest_s": round(overhead - interpreter - imports, 4)}
     report.update({
-        "apply": s_apply, "raw_sdk": s_raw, "gap_polled": s_gap, "gap_polled_raw": s_raw_gap,
+        "apply": s_apply, "raw_sdk": s_raw, "raw_sdk_safe": s_safe, "overhead_over_safe_s": safe_overhead,
+        "gap_polled": s_gap, "gap_polled_raw": s_raw_gap,
         "gap_recorded": s_rec_gap, "deploy_recorded": s_rec_deploy, "trial_recorded": s_rec_trial,
         "startup": startup,
         "overhead_s": overhead, "overhead_attribution": attributed,
@@ -239,6 +283,8 @@ def main() -> int:
         print_rows("redeploy after an env change", [
             ("kalpana apply (wall)", s_apply, "fresh process: start-up, imports, plan, swap, record"),
             ("raw SDK swap", s_raw, "in-process stop(0)+remove+create+start until the first 200"),
+            ("raw SDK safe swap", s_safe, "the same after a trial container answered 200 on its own address; "
+             "then the trial removed"),
             ("gap, kalpana (polled)", s_gap, "longest time without a 200 on the port during the apply"),
             ("gap, kalpana (recorded)", s_rec_gap, "durations.gap from `kalpana builds web --json`"),
             ("deploy, kalpana (recorded)", s_rec_deploy, "durations.deploy (trial..remove old)"),
@@ -252,6 +298,9 @@ def main() -> int:
         for name, t in report["targets"].items():
             value = "n/a" if t["value"] is None else f"{t['value']:.3f} s"
             print(f"  {name:22} {value:>9}  {t['verdict']}")
+        if safe_overhead is not None:
+            print(f"  {'overhead over the safe swap':22} {safe_overhead:>7.3f} s  (apply - raw SDK safe swap: "
+                  "what Kalpana adds to the Docker work of a rollout that is as safe)")
         if attributed:
             print(f"  overhead = apply - raw = {overhead:.3f} s, of which python start-up ~{interpreter:.3f} s, "
                   f"imports ~{imports:.3f} s, the rest ~{attributed['rest_s']:.3f} s "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -33,3 +34,34 @@ def write(text: str, stderr: bool = False) -> None:
         stream.flush()
     except BrokenPipeError:
         reader_gone(stream)
+
+
+# rich.markup's tag pattern: a tag is "[word...]", a run of backslashes before it escapes it when odd.
+_TAG = re.compile(r"((\\*)\[([a-z#/@][^[]*?)])")
+
+
+def plain(markup: str) -> str:
+    """The text rich prints for ``markup`` on a single line, without importing rich (emoji codes stay as written).
+
+    Tags go, escaped brackets stay: the same reading as ``rich.markup.render``, so that a line
+    written plainly to a pipe says what the terminal shows (tests/unit/test_render_escape.py).
+    """
+    out: list[str] = []
+    position = 0
+    for match in _TAG.finditer(markup):
+        full, escapes, _tag = match.groups()
+        start, end = match.span()
+        if start > position:
+            out.append(markup[position:start].replace("\\[", "["))
+        backslashes, escaped = divmod(len(escapes), 2)
+        out.append("\\" * backslashes)
+        if escaped:
+            out.append(full[len(escapes):])
+        position = end
+    if position < len(markup):
+        out.append(markup[position:].replace("\\[", "["))
+    # As rich prints text: tabs expanded, the control codes that would move the cursor removed.
+    return "".join(out).translate(_CONTROL).expandtabs(8)
+
+
+_CONTROL = dict.fromkeys((7, 8, 11, 12, 13))  # rich.control.STRIP_CONTROL_CODES

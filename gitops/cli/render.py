@@ -13,7 +13,7 @@ import sys
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from gitops.cli.output import reader_gone, write  # noqa: F401 - re-exported: the CLI's plain output
+from gitops.cli.output import plain, reader_gone, write  # noqa: F401 - reader_gone, write: re-exported
 from gitops.events import (Event, LockWait, LogLine, PhaseEntered, Recovered, StepFailed, StepStarted,
                            StepSucceeded, Warned)
 from gitops.labels import IMAGE_REPOSITORY
@@ -57,6 +57,17 @@ def err_console() -> Console:
 
 #: The width a --wide table may take: wider than any row, so none wraps.
 WIDE = 100_000
+
+
+#: Variables with which rich treats any stream as a terminal.
+_FORCED_TERMINAL = ("FORCE_COLOR", "FORCE_TERMINAL", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):  # closed, or not a real file
+        return False
 
 
 def _console(stderr: bool, width: int | None = None) -> Console:
@@ -105,6 +116,9 @@ class Progress:
         self._console: Console | None = None
         self._status = None
         self._running: dict[str, str] = {}  # deployment -> what it does now, in the order steps started
+        # Not a terminal (a pipe, a log, the benchmarks): plain lines, and no rich to import (~20 ms of a run).
+        stream = sys.stderr if to_stderr else sys.stdout
+        self._plain = not (_isatty(stream) or any(os.environ.get(v) for v in _FORCED_TERMINAL))
 
     @property
     def console(self) -> Console:
@@ -114,30 +128,36 @@ class Progress:
 
     @property
     def live(self) -> bool:
-        return self.console.is_terminal
+        return not self._plain and self.console.is_terminal
+
+    def _print(self, markup: str) -> None:
+        if self._plain:
+            write(plain(markup) + "\n", stderr=self._to_stderr)
+        else:
+            self.console.print(markup)
 
     def __call__(self, event: Event) -> None:
         # The plan and the daemon's own events (triggers, jobs) are not shown while a command runs.
         name = f"[bold]{escape(event.deployment)}[/bold] " if event.deployment else ""
         message = escape(event.message)
         if isinstance(event, LogLine):
-            self.console.print(f"  [dim]{escape(event.deployment or '')} |[/dim] {message}")
+            self._print(f"  [dim]{escape(event.deployment or '')} |[/dim] {message}")
         elif isinstance(event, StepStarted):
-            self.console.print(f"{name}[bold]{escape(event.action)}[/bold]: {message}")
+            self._print(f"{name}[bold]{escape(event.action)}[/bold]: {message}")
             self._spin(event.deployment, event.action)
         elif isinstance(event, PhaseEntered):
-            self.console.print(f"  {name}-> {message}")
+            self._print(f"  {name}-> {message}")
             self._spin(event.deployment, event.message)
         elif isinstance(event, StepSucceeded):
             self._ended(event.deployment)
-            self.console.print(f"[green]OK[/green] {name}{message}")
+            self._print(f"[green]OK[/green] {name}{message}")
         elif isinstance(event, StepFailed):
             self._ended(event.deployment)
-            self.console.print(f"[red]FAILED[/red] {name}{message}")
+            self._print(f"[red]FAILED[/red] {name}{message}")
         elif isinstance(event, (Warned, LockWait)):
-            self.console.print(f"[yellow]![/yellow] {name}{message}")
+            self._print(f"[yellow]![/yellow] {name}{message}")
         elif isinstance(event, Recovered):
-            self.console.print(f"[yellow]recovered[/yellow] {name}{message}")
+            self._print(f"[yellow]recovered[/yellow] {name}{message}")
 
     def spinner_text(self) -> str:
         """What the spinner says: the one step in flight, or how many and each one's phase."""
