@@ -9,14 +9,19 @@ difference, a missing or unreadable record, a held apply lock: the full apply ru
 
 The fingerprint covers everything a plan reads:
 
-- the code (version, and size and mtime of every module: an edited checkout is other code),
-  and the working directory (paths in the output are relative to it);
-- the settings: the config file's path and bytes, the ``.env`` beside it, every ``KALPANA_*``
-  variable, ``TRAEFIK_BASE_URL``/``_EMAIL``/``_NETWORK`` and ``DOCKER_HOST``;
-- the deployment files: the directory's listing and every entry's bytes;
-- every source the plan resolved (a local directory, a git checkout): each entry's path, type,
-  size and mtime, and for one inside git its ``HEAD``, index, refs and excludes;
-- the state: the history file (operator stops, problems, builds) and the route directory;
+- the code: Kalpana's modules (size, mtime, ctime) and those of the libraries that read the files
+  (pydantic, PyYAML, python-dotenv, GitPython), and the working directory (paths in the output
+  are relative to it);
+- the environment: every variable but those of the shell and terminal (``IGNORED_ENV``): the
+  settings' ``KALPANA_*``/``TRAEFIK_*``/``DOCKER_HOST``, a ``source.token_env``, what ``${VAR}``
+  in an env file expands to, ``GIT_*``, ``HOME``;
+- the settings file and the ``.env`` beside it (bytes), and where every configured path leads now
+  (a symlinked release directory that is switched is another input);
+- the deployment files (the directory's listing and every entry's bytes) and their env files;
+- every source the plan resolved: each entry's path, type, size, mtime and ctime, and for one in a
+  git work tree what git says of it (the commit that last touched it, ``git status``);
+- the state: the history file (operator stops, problems, builds), the build logs' names, the route
+  directory;
 - Docker: this instance's containers (all but the "Up 5 minutes" text) and images, listed now.
   A container that died, was removed or replaced, or an image that went, is a difference.
 
@@ -24,8 +29,9 @@ A record is written only after a full run that was a plain ``apply`` (``--json``
 changed nothing, warned about nothing, found no error, left no unfinished build in the history
 and saw the same fingerprint at its start and its end; and never while a file it stats was
 changed less than ``SETTLE_SECONDS`` ago: two writes within one tick of the file system's clock
-can leave size and mtime alike, so a young file is looked at again by the next full run.
-``KALPANA_NO_REPLAY=1`` turns replays off.
+can leave size and mtime alike, so a young file is looked at again by the next full run. (The
+ctime is in the fingerprint too: a file rewritten with its old size and mtime put back, as
+``cp -p`` or ``rsync -t`` do, still has a new ctime.) ``KALPANA_NO_REPLAY=1`` turns replays off.
 """
 
 from __future__ import annotations
@@ -33,19 +39,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from gitops import __version__
 
-#: Variables the settings read besides the KALPANA_* ones (config.GUIDE_ENV; config.py is not imported here).
-SETTINGS_ENV = ("TRAEFIK_BASE_URL", "TRAEFIK_EMAIL", "TRAEFIK_NETWORK", "DOCKER_HOST")
+#: Variables of the shell and the terminal: they change between two shells, not what a plan reads.
+IGNORED_ENV = frozenset({
+    "_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES", "TERM", "TERM_PROGRAM", "TERM_PROGRAM_VERSION",
+    "TERM_SESSION_ID", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "CLICOLOR", "DISPLAY", "WINDOWID", "PS1", "PS2",
+    "PS4", "PROMPT_COMMAND", "HISTFILE", "HISTSIZE", "HISTFILESIZE", "HISTCONTROL", "LS_COLORS", "LESS",
+    "LESSOPEN", "LESSCLOSE", "MAIL", "SSH_TTY", "SSH_CLIENT", "SSH_CONNECTION", "TMUX", "TMUX_PANE", "STY",
+    "WINDOW", "VTE_VERSION", "PYTHONPROFILEIMPORTTIME",
+})
+#: Libraries whose version changes what a file loads into (a new pydantic may read a field otherwise).
+LIBRARIES = ("pydantic", "pydantic_core", "yaml", "dotenv", "git")
 SETTLE_SECONDS = 2.0
 #: A source tree with more entries than this is not fingerprinted (its walk would cost what it saves).
 MAX_ENTRIES = 5000
 DISABLE_ENV = "KALPANA_NO_REPLAY"
-_FORMAT = 1
+_FORMAT = 2
 _CODE = Path(__file__).resolve().parent
 
 
@@ -89,18 +105,27 @@ def replay(config: str | None, as_json: bool, environ: Mapping[str, str] = os.en
             same = fingerprint(inputs, environ) == record["fingerprint"]
         finally:
             lock.release()
-    except (OSError, ValueError, KeyError, TypeError, Unsettled):
+    except (OSError, ValueError, KeyError, TypeError, Unsettled, subprocess.SubprocessError):
         return None
     if not same:
         return None
     return record["json" if as_json else "text"]
 
 
-def inputs_of(config: str | None, settings: Any, docker_address: str) -> dict:
-    """What a fingerprint reads, from a full run's settings (its sources come later: ``with_sources``)."""
+def inputs_of(config: str | None, settings: Any, docker_address: str, load: Any = None) -> dict:
+    """What a fingerprint reads, from a full run's settings and file load (sources come later: ``with_sources``)."""
+    configured = [settings.config_dir / settings.deployments_dir, settings.config_dir / settings.state_dir,
+                  settings.config_dir / settings.workspace]
+    env_files = []
+    for desired in (load.desired.values() if load is not None else ()):
+        if desired.spec.env_file:
+            env_files.append(str(Path(desired.file).parent / desired.spec.env_file))
+        if desired.spec.source and desired.spec.source.path:
+            configured.append(settings.workspace_path / desired.spec.source.path)
     return {"config": str(config_path(config)), "deployments": str(settings.deployments_path),
             "state": str(settings.state_path), "routes": str(settings.routes_path), "instance": settings.instance,
-            "docker": docker_address, "sources": []}
+            "docker": docker_address, "links": sorted({str(p) for p in configured}),
+            "files": sorted({os.path.abspath(f) for f in env_files}), "sources": []}
 
 
 def with_sources(inputs: Mapping[str, Any], revisions: Iterable[Any]) -> dict:
@@ -109,21 +134,30 @@ def with_sources(inputs: Mapping[str, Any], revisions: Iterable[Any]) -> dict:
     return {**inputs, "sources": [[path, list(exclude)] for path, exclude in sorted(sources)]}
 
 
+def settings_part(config: str | None, environ: Mapping[str, str] = os.environ) -> list:
+    """What the settings are read from: the file and the ``.env`` beside it (bytes), where the file's path
+    leads, and the environment. Taken before a full run loads them, so that a change in between is seen."""
+    path = config_path(config, environ)
+    return [str(path), os.path.realpath(path), _content(path), _content(path.parent / ".env"),
+            sorted((k, v) for k, v in environ.items() if k not in IGNORED_ENV)]
+
+
 def fingerprint(inputs: Mapping[str, Any], environ: Mapping[str, str] = os.environ, *,
                 settled_before: float | None = None) -> str:
     """One digest of everything listed in the module docstring; ``settled_before``: raise Unsettled
     when a stat-fingerprinted file changed after that time (recording only)."""
     parts: dict[str, Any] = {"format": _FORMAT, "version": __version__, "cwd": os.getcwd()}
-    parts["code"] = _tree(_CODE, (), None, exclude_names=("__pycache__",), bounded=False)
-    config = Path(inputs["config"])
-    parts["config"] = [inputs["config"], _content(config), _content(config.parent / ".env")]
-    parts["env"] = sorted((k, v) for k, v in environ.items() if k.startswith("KALPANA_") or k in SETTINGS_ENV)
+    parts["code"] = [_tree(_CODE, (), None, exclude_names=("__pycache__",), bounded=False), _libraries()]
+    parts["settings"] = settings_part(inputs["config"], environ)
+    parts["links"] = [[link, os.path.realpath(link)] for link in inputs["links"]]
+    parts["files"] = [[name, _content(Path(name)), _stat(Path(name), settled_before)] for name in inputs["files"]]
     parts["deployments"] = _listing(Path(inputs["deployments"]))
     state = Path(inputs["state"])
     parts["history"] = _stat(state / "history.json", settled_before)
+    parts["logs"] = sorted(os.listdir(state / "logs")) if (state / "logs").is_dir() else None
     parts["routes"] = _tree(Path(inputs["routes"]), (), settled_before)
     parts["sources"] = [[path, exclude, _tree(Path(path), tuple(exclude), settled_before, exclude_names=(".git",)),
-                         _git(Path(path), settled_before)] for path, exclude in inputs["sources"]]
+                         _git(Path(path), tuple(exclude), environ)] for path, exclude in inputs["sources"]]
     parts["docker"] = _docker(inputs["docker"], inputs["instance"])
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -135,6 +169,14 @@ def _content(path: Path) -> str | None:
         return None
     except IsADirectoryError:
         return "directory"
+
+
+def _libraries() -> list:
+    found = []
+    for name in LIBRARIES:
+        spec = find_spec(name)  # finds without importing
+        found.append([name, _stat(Path(spec.origin), None) if spec and spec.origin else None])
+    return found
 
 
 def _listing(directory: Path) -> list:
@@ -156,14 +198,14 @@ def _stat(path: Path, settled_before: float | None) -> list | None:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    if settled_before is not None and st.st_mtime > settled_before:
+    if settled_before is not None and max(st.st_mtime, st.st_ctime) > settled_before:
         raise Unsettled(f"{path} changed less than {SETTLE_SECONDS:g} s ago")
-    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino]
+    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _tree(root: Path, exclude: tuple[str, ...], settled_before: float | None,
           exclude_names: tuple[str, ...] = (), bounded: bool = True) -> list | None:
-    """Path, mode, size, mtime and inode of every entry under ``root`` (``exclude``: relative directories)."""
+    """Path, mode, size, mtime, ctime and inode of every entry under ``root`` (``exclude``: relative directories)."""
     if not root.is_dir():
         return None
     entries = [["", *_stat(root, settled_before)]]
@@ -179,19 +221,17 @@ def _tree(root: Path, exclude: tuple[str, ...], settled_before: float | None,
     return entries
 
 
-def _git(path: Path, settled_before: float | None) -> list | None:
-    """What decides a path's git revision besides its files: HEAD, the index, refs, excludes."""
-    for parent in (path, *path.parents):
-        dot_git = parent / ".git"
-        if dot_git.exists():
-            break
-    else:
+def _git(path: Path, exclude: tuple[str, ...], environ: Mapping[str, str]) -> list | None:
+    """What git says of a source in a work tree, as ``source._git_revision`` asks it: the last commit that
+    touched it and ``git status`` (ignore files anywhere, git's configuration and index included)."""
+    if not any((parent / ".git").exists() for parent in (path, *path.parents)):
         return None
-    if not dot_git.is_dir():  # a worktree or submodule: its metadata lives elsewhere
-        raise Unsettled(f"{dot_git} is not a directory")
-    return [str(parent), _content(dot_git / "HEAD"), _stat(dot_git / "index", settled_before),
-            _stat(dot_git / "packed-refs", settled_before), _content(dot_git / "info" / "exclude"),
-            _content(dot_git / "config"), _tree(dot_git / "refs", (), settled_before)]
+    git = ["git", "-C", str(path)]
+    excluded = [f":(exclude){e}" for e in exclude]
+    run = dict(capture_output=True, text=True, timeout=30, env=dict(environ), stdin=subprocess.DEVNULL)
+    head = subprocess.run([*git, "rev-list", "-1", "HEAD", "--", "."], **run)
+    status = subprocess.run([*git, "status", "--porcelain", "--", ".", *excluded], **run)
+    return [head.returncode, head.stdout, status.returncode, status.stdout]
 
 
 def _docker(address: str, instance: str) -> list:
@@ -209,21 +249,26 @@ def _docker(address: str, instance: str) -> list:
             sorted(([i["Id"], i.get("RepoTags"), i.get("Labels"), i.get("Created")] for i in images))]
 
 
-def record(inputs: Mapping[str, Any], start: str, text: str, document: str,
-           sources_unchanged: Callable[[], bool], environ: Mapping[str, str] = os.environ) -> bool:
+def record(inputs: Mapping[str, Any], base: Mapping[str, Any], before: list, start: str, started: float,
+           text: str, document: str, sources_unchanged: Callable[[], bool],
+           environ: Mapping[str, str] = os.environ) -> bool:
     """Keep a full no-op run's output (``text``, and ``document`` for --json); True if kept.
 
-    ``inputs`` name the sources the run resolved; ``start`` is the fingerprint of the rest, taken
-    before the run. Kept only if every input is settled, ``sources_unchanged()`` (resolved again,
-    after the walk) still gives the revisions the plan used, and the rest is as it was at the start.
+    ``inputs``: what the run read (``base``, the part known before its plan, plus its env files and
+    sources); ``before``: ``settings_part`` taken before it loaded its settings; ``start``: the
+    fingerprint of ``base`` taken before its plan; ``started``: when it began (time.time()). Kept only
+    if nothing stat-fingerprinted changed since it began or in the last ``SETTLE_SECONDS``,
+    ``sources_unchanged()`` (resolved again, after the walk) still gives the revisions the plan used,
+    and the settings and ``base`` are as they were.
     """
     if environ.get(DISABLE_ENV):
         return False
     try:
-        full = fingerprint(inputs, environ, settled_before=time.time() - SETTLE_SECONDS)
-        if not sources_unchanged() or fingerprint({**inputs, "sources": []}, environ) != start:
+        full = fingerprint(inputs, environ, settled_before=min(started, time.time() - SETTLE_SECONDS))
+        if not sources_unchanged() or settings_part(inputs["config"], environ) != before \
+                or fingerprint(base, environ) != start:
             return False
-    except (OSError, ValueError, Unsettled):
+    except (OSError, ValueError, Unsettled, subprocess.SubprocessError):
         return False
     path = record_path(Path(inputs["config"]), environ)
     data = {"format": _FORMAT, "inputs": dict(inputs), "fingerprint": full, "text": text, "json": document}
@@ -235,11 +280,3 @@ def record(inputs: Mapping[str, Any], start: str, text: str, document: str,
     except OSError:
         return False
     return True
-
-
-def forget(config: str | None, environ: Mapping[str, str] = os.environ) -> None:
-    """Drop the record for ``config`` (a full run that found something to do)."""
-    try:
-        record_path(config_path(config, environ), environ).unlink()
-    except OSError:
-        pass

@@ -51,34 +51,44 @@ def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, f
 
 def _apply_and_record(obj: Context, as_json: bool):
     """A plain apply; when it changed nothing and said nothing, its output is kept for the next one to replay."""
+    import time
+
     from gitops import noop_replay
     from gitops.cli.commands import run_with_progress, summary_line
     from gitops.cli.render import json_document
     from gitops.errors import KalpanaError
     from gitops.events import Planned
 
+    started = time.time()
+    before = noop_replay.settings_part(obj.config)  # before the settings are loaded: a change meanwhile is seen
     said: list = []
-    inputs = start = None
 
     def work(engine):
-        nonlocal inputs, start
         engine.events.subscribe(said.append)
-        inputs = noop_replay.inputs_of(obj.config, obj.settings, obj.runtime.address)
+        base = noop_replay.inputs_of(obj.config, obj.settings, obj.runtime.address)
         try:
-            start = noop_replay.fingerprint(inputs)
+            start = noop_replay.fingerprint(base)
         except (OSError, ValueError, noop_replay.Unsettled):
             start = None
         result = engine.apply(None)
         if start is not None and result.ok and not result.outcomes and not result.plan.changes \
                 and all(isinstance(e, Planned) for e in said) and not engine.history.unfinished():
+            declared = [step.desired for step in result.plan.steps if step.desired is not None]
+            try:
+                revisions = [engine.revision_of(d) for d in declared]
+            except KalpanaError:
+                return result
+
             def sources_unchanged() -> bool:
                 try:
-                    return all(engine.revision_of(step.desired).revision == step.revision
-                               for step in result.plan.steps if step.desired is not None)
+                    return [engine.revision_of(d).revision for d in declared] == [r.revision for r in revisions] \
+                        == [step.revision for step in result.plan.steps if step.desired is not None]
                 except KalpanaError:
                     return False
-            revisions = [engine.revision_of(s.desired) for s in result.plan.steps if s.desired is not None]
-            noop_replay.record(noop_replay.with_sources(inputs, revisions), start, summary_line(result),
+
+            inputs = noop_replay.with_sources(
+                noop_replay.inputs_of(obj.config, obj.settings, obj.runtime.address, result.load), revisions)
+            noop_replay.record(inputs, base, before, start, started, summary_line(result),
                                json_document(result.to_dict()), sources_unchanged)
         return result
 

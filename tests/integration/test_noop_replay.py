@@ -6,13 +6,13 @@ a replay never imports pydantic (the full apply must, to validate the files).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Callable
 
 import pytest
 
+from gitops.noop_replay import SETTLE_SECONDS
 from tests.integration.helpers import deploy_web, get, host_port, only_container, web_spec
 
 
@@ -26,10 +26,8 @@ def _apply(project, *args: str, env: dict[str, str] | None = None) -> tuple[str,
 
 
 def _settle(project) -> None:
-    """Age every file of the project past the settle time, as if the last change were a while ago."""
-    past = time.time() - 10
-    for path in [project.root, *project.root.rglob("*")]:
-        os.utime(path, (past, past), follow_symlinks=False)
+    """Let the last change age past the settle time: younger files are not recorded (a racy mtime)."""
+    time.sleep(SETTLE_SECONDS + 0.2)
 
 
 def _replay_ready(project) -> None:
