@@ -231,7 +231,8 @@ class KalpanaProject:
     def env(self) -> dict[str, str]:
         """Our environment without settings overrides (kalpana.yaml must win), with plain output."""
         env = {k: v for k, v in base_env().items() if k not in _SETTINGS_ENV}
-        env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200", "PYTHONPATH": str(REPO_ROOT)})
+        env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200", "PYTHONPATH": str(REPO_ROOT),
+                    "XDG_CACHE_HOME": str(self.root / ".cache")})  # the no-op replay's record stays here
         return env
 
     def command(self, *args: str, python_flags: Sequence[str] = (), module: str = "gitops") -> list[str]:

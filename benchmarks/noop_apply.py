@@ -5,12 +5,18 @@ Measured in the same run, interleaved (every round runs each variant once, in a
 rotating order, so machine noise hits all of them alike):
 
 * ``kalpana@20`` / ``kalpana@100``: wall time of ``python -m gitops -c kalpana.yaml apply``
-  (a fresh process, as a user runs it) when everything is already up to date;
+  (a fresh process, as a user runs it) when everything is already up to date: a repeated no-op
+  apply, which is replayed from its record (gitops/noop_replay.py). Before the timed rounds the
+  script waits for the inputs to settle and checks that the apply is replayed, and again after them
+  (a problem is reported otherwise);
+* ``kalpana@20 full`` / ``kalpana@100 full``: the same with ``KALPANA_NO_REPLAY=1``: the files
+  validated and the plan made, as the first no-op after a change runs;
 * ``compose@20``: ``docker-compose -p <project> up -d`` on an equivalent 20-service file
   (same image, commands, env, init, restart policy, ports) after a first ``up``;
 * ``floor``: one Python process that imports the docker SDK and lists containers once.
 
-Targets (issue 12; issue 2 had 0.5 x): kalpana@20 <= 0.3 x compose@20; kalpana@100 <= 1.5 x kalpana@20.
+Targets (issue 12; issue 2 had 0.5 x): kalpana@20 <= 0.3 x compose@20; kalpana@100 <= 1.5 x kalpana@20
+(printed for the full runs too).
 
     python benchmarks/noop_apply.py [--reps 7] [--sizes 20,100] [--json] [--profile]
 """

@@ -174,10 +174,16 @@ class Deployer:
         # (~0.1 s) is then off the way to serving, and it does not run during the gap either, where
         # Docker's work would slow the stop and start (measured: ~0.13 s longer gap when it did).
         removals: list[Callable[[], KalpanaError | None]] = []
+
+        def serving() -> None:
+            # Waited for inside the swap: a Ctrl-C while it runs cancels the rollout like one a moment
+            # earlier (the old container comes back), so the record's "left as it was" stays true.
+            removals.append(self._background(lambda: self.runtime.remove(trial)))
+            removals[0]()
+
         try:
             return self._swap(desired, config, old, host_port, held, route, route_host, started, trial_seconds,
-                              on_phase, serving=lambda: removals.append(self._background(
-                                  lambda: self.runtime.remove(trial))))
+                              on_phase, serving=serving)
         finally:
             error = removals[0]() if removals else inline(lambda: self.runtime.remove(trial))()
             if error is not None:  # the new version's fate does not hang on it: the next run's recovery removes it
@@ -190,7 +196,8 @@ class Deployer:
               serving: Callable[[], None] = lambda: None) -> Rollout:
         """Port mode: the old container (if any) gives up the name, then the port, to the new one.
 
-        ``serving`` is called as soon as the new one is healthy (and routed), before the old one is removed.
+        ``serving`` is called as soon as the new one is healthy (and routed), before the old one is removed;
+        an interrupt while it runs restores the old one, as one during the health wait does.
         """
         must_stop_old = bool(old and old.running and host_port)
         if host_port:
@@ -213,13 +220,14 @@ class Deployer:
             self.wait_healthy(desired, new_id, host_port)
             if route:  # subdomain mode with an exposed_port: routed once healthy, like the port
                 self._route_to(desired, route_host, config)
+            served = self._monotonic()
+            serving()
         except BaseException as exc:  # KeyboardInterrupt included: the old container must come back
             self._restore(name, new_id, old, must_stop_old)
             if isinstance(exc, KalpanaError) and not isinstance(exc, DeployFailed):
                 raise DeployFailed(f"{exc}; the previous container keeps serving" if old else str(exc)) from None
             raise
-        gap = self._monotonic() - gap_start if gap_start is not None else None
-        serving()
+        gap = served - gap_start if gap_start is not None else None
         if not route and self.routes is not None:
             # Port mode now (no base URL, or no subdomain any more) and the new container serves on its
             # port: a route left from subdomain mode would name a container that is about to go.

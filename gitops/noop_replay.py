@@ -69,6 +69,11 @@ class Unsettled(Exception):
     """An input changed too recently (or is too large) to be fingerprinted safely: record nothing."""
 
 
+def disabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """``KALPANA_NO_REPLAY`` set to anything but empty, 0, false or no."""
+    return environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def config_path(config: str | None, environ: Mapping[str, str] = os.environ) -> Path:
     """The settings file `load_settings` reads (its default when none is given), made absolute."""
     return Path(os.path.abspath(config or environ.get("KALPANA_CONFIG") or "kalpana.yaml"))
@@ -86,7 +91,7 @@ def replay(config: str | None, as_json: bool, environ: Mapping[str, str] = os.en
 
     Holds the apply lock (without waiting) while it looks, as a full apply would.
     """
-    if environ.get(DISABLE_ENV):
+    if disabled(environ):
         return None
     path = config_path(config, environ)
     try:
@@ -105,7 +110,7 @@ def replay(config: str | None, as_json: bool, environ: Mapping[str, str] = os.en
             same = fingerprint(inputs, environ) == record["fingerprint"]
         finally:
             lock.release()
-    except (OSError, ValueError, KeyError, TypeError, Unsettled, subprocess.SubprocessError):
+    except Exception:  # noqa: BLE001 - a replay is a shortcut: whatever stops it, the full apply runs and says why
         return None
     if not same:
         return None
@@ -223,7 +228,10 @@ def _tree(root: Path, exclude: tuple[str, ...], settled_before: float | None,
 
 def _git(path: Path, exclude: tuple[str, ...], environ: Mapping[str, str]) -> list | None:
     """What git says of a source in a work tree, as ``source._git_revision`` asks it: the last commit that
-    touched it and ``git status`` (ignore files anywhere, git's configuration and index included)."""
+    touched it and ``git status`` (ignore files anywhere, git's configuration and index included).
+
+    git itself, not gitops.source: that module loads the models (pydantic), which a replay is there to avoid.
+    """
     if not any((parent / ".git").exists() for parent in (path, *path.parents)):
         return None
     git = ["git", "-C", str(path)]
@@ -235,18 +243,56 @@ def _git(path: Path, exclude: tuple[str, ...], environ: Mapping[str, str]) -> li
 
 
 def _docker(address: str, instance: str) -> list:
-    from gitops import labels as L
-    from gitops.runtime.socket_api import SocketAPI
+    from gitops.runtime.docker_runtime import DockerRuntime
 
-    if not SocketAPI.supports(address):
+    runtime = DockerRuntime(address, timeout=10)
+    if not runtime.speaks_socket:
         raise Unsettled(f"{address} needs the docker SDK")
-    api = SocketAPI(address, timeout=10)
-    filters = json.dumps({"label": L.instance_filter(instance)})
-    containers = api.get("/containers/json", all="1", filters=filters)
-    images = api.get("/images/json", filters=filters)
+    containers, images = runtime.listings(instance)  # what the plan's observe() reads, raw
     # "Status" says "Up 5 minutes": it changes while nothing else does (State says running or not).
     return [sorted(({k: v for k, v in c.items() if k != "Status"} for c in containers), key=lambda c: c["Id"]),
             sorted(([i["Id"], i.get("RepoTags"), i.get("Labels"), i.get("Created")] for i in images))]
+
+
+def start(base: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> str | None:
+    """The fingerprint of ``base`` before a full run's plan (None when it cannot be taken: nothing is kept)."""
+    if disabled(environ):
+        return None
+    try:
+        return fingerprint(base, environ)
+    except Exception:  # noqa: BLE001 - the apply goes on; only its record is given up
+        return None
+
+
+def keep_if_noop(engine: Any, config: str | None, result: Any, events: list, *, base: Mapping[str, Any],
+                 before: list, start: str | None, started: float, outputs: Callable[[], tuple[str, str]]) -> bool:
+    """After a full plain apply: keep its output (``outputs()``: text, JSON) for replay if it was a quiet no-op.
+
+    Quiet: it succeeded, changed nothing, emitted nothing but its plan (no warning, no recovery), and
+    left no build unfinished. Its sources are resolved again after their walk (``record``).
+    """
+    from gitops.errors import KalpanaError
+    from gitops.events import Planned
+
+    if start is None or not result.ok or result.outcomes or result.plan.changes \
+            or not all(isinstance(e, Planned) for e in events) or engine.history.unfinished():
+        return False
+    declared = [step.desired for step in result.plan.steps if step.desired is not None]
+    planned = [step.revision for step in result.plan.steps if step.desired is not None]
+    try:
+        revisions = [engine.revision_of(d) for d in declared]
+    except KalpanaError:
+        return False
+
+    def sources_unchanged() -> bool:
+        try:
+            return [engine.revision_of(d).revision for d in declared] == [r.revision for r in revisions] == planned
+        except KalpanaError:
+            return False
+
+    inputs = with_sources(inputs_of(config, engine.settings, engine.runtime.address, result.load), revisions)
+    text, document = outputs()
+    return record(inputs, base, before, start, started, text, document, sources_unchanged)
 
 
 def record(inputs: Mapping[str, Any], base: Mapping[str, Any], before: list, start: str, started: float,
@@ -261,14 +307,14 @@ def record(inputs: Mapping[str, Any], base: Mapping[str, Any], before: list, sta
     ``sources_unchanged()`` (resolved again, after the walk) still gives the revisions the plan used,
     and the settings and ``base`` are as they were.
     """
-    if environ.get(DISABLE_ENV):
+    if disabled(environ):
         return False
     try:
         full = fingerprint(inputs, environ, settled_before=min(started, time.time() - SETTLE_SECONDS))
         if not sources_unchanged() or settings_part(inputs["config"], environ) != before \
                 or fingerprint(base, environ) != start:
             return False
-    except (OSError, ValueError, Unsettled, subprocess.SubprocessError):
+    except Exception:  # noqa: BLE001 - recording is best effort: the apply itself succeeded
         return False
     path = record_path(Path(inputs["config"]), environ)
     data = {"format": _FORMAT, "inputs": dict(inputs), "fingerprint": full, "text": text, "json": document}

@@ -223,7 +223,10 @@ class KalpanaProject:
         env = {key: value for key, value in os.environ.items()
                if not key.startswith("KALPANA_") and key not in _SETTINGS_ENV}
         # Plain, wide output: tests read it.
-        env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
+        env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200", "PYTHONUNBUFFERED": "1",
+                    # A no-op apply's record (gitops/noop_replay.py) stays with the test, not in ~/.cache;
+                    # beside the project, not in it (a `source: .` would count it as content).
+                    "XDG_CACHE_HOME": str(self.root.with_name(self.root.name + "-cache"))})
         env.update(extra or {})
         return env
 

@@ -33,12 +33,12 @@ def apply(obj: Context, names: tuple[str, ...], no_prune: bool, dry_run: bool, f
         if replayed is not None:
             write(replayed)
             sys.exit(0)
-    from gitops.cli.commands import _show_plan, run_with_progress, summarize
+    from gitops.cli.commands import show_plan, run_with_progress, summarize
 
     if dry_run:
         engine = obj.engine()
         result, load = engine.plan(list(names) or None, prune=not no_prune, take_over=take_over)
-        _show_plan(result, load, as_json)
+        show_plan(result, load, as_json)
         sys.exit(0 if load.ok else 1)
     if plain:
         result = _apply_and_record(obj, as_json)
@@ -56,8 +56,6 @@ def _apply_and_record(obj: Context, as_json: bool):
     from gitops import noop_replay
     from gitops.cli.commands import run_with_progress, summary_line
     from gitops.cli.render import json_document
-    from gitops.errors import KalpanaError
-    from gitops.events import Planned
 
     started = time.time()
     before = noop_replay.settings_part(obj.config)  # before the settings are loaded: a change meanwhile is seen
@@ -66,30 +64,11 @@ def _apply_and_record(obj: Context, as_json: bool):
     def work(engine):
         engine.events.subscribe(said.append)
         base = noop_replay.inputs_of(obj.config, obj.settings, obj.runtime.address)
-        try:
-            start = noop_replay.fingerprint(base)
-        except (OSError, ValueError, noop_replay.Unsettled):
-            start = None
+        start = noop_replay.start(base)
         result = engine.apply(None)
-        if start is not None and result.ok and not result.outcomes and not result.plan.changes \
-                and all(isinstance(e, Planned) for e in said) and not engine.history.unfinished():
-            declared = [step.desired for step in result.plan.steps if step.desired is not None]
-            try:
-                revisions = [engine.revision_of(d) for d in declared]
-            except KalpanaError:
-                return result
-
-            def sources_unchanged() -> bool:
-                try:
-                    return [engine.revision_of(d).revision for d in declared] == [r.revision for r in revisions] \
-                        == [step.revision for step in result.plan.steps if step.desired is not None]
-                except KalpanaError:
-                    return False
-
-            inputs = noop_replay.with_sources(
-                noop_replay.inputs_of(obj.config, obj.settings, obj.runtime.address, result.load), revisions)
-            noop_replay.record(inputs, base, before, start, started, summary_line(result),
-                               json_document(result.to_dict()), sources_unchanged)
+        noop_replay.keep_if_noop(engine, obj.config, result, said, base=base, before=before, start=start,
+                                 started=started, outputs=lambda: (summary_line(result),
+                                                                   json_document(result.to_dict())))
         return result
 
     return run_with_progress(obj, as_json, work)

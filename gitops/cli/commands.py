@@ -79,14 +79,14 @@ def plan(obj: Context, names: tuple[str, ...], no_prune: bool, exit_code: bool, 
     """Show what `apply` would do, changing nothing."""
     engine = obj.engine()
     result, load = engine.plan(list(names) or None, prune=not no_prune)
-    _show_plan(result, load, as_json)
+    show_plan(result, load, as_json)
     if not load.ok:
         sys.exit(1)
     if exit_code and result.changes:
         sys.exit(2)
 
 
-def _show_plan(result, load, as_json: bool) -> None:
+def show_plan(result, load, as_json: bool) -> None:
     if as_json:
         print_json({**result.to_dict(), "errors": [str(e) for e in load.errors]})
         return

@@ -59,11 +59,14 @@ def err_console() -> Console:
 WIDE = 100_000
 
 
-#: Variables with which rich treats any stream as a terminal.
-_FORCED_TERMINAL = ("FORCE_COLOR", "FORCE_TERMINAL", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
-
-
-def _isatty(stream) -> bool:
+def _terminal(stream) -> bool:
+    """Whether rich would take ``stream`` for a terminal (``Console.is_terminal``'s rule, without rich)."""
+    compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "1"
+    force = os.environ.get("FORCE_COLOR")
+    if force is not None:
+        return force != ""
     try:
         return stream.isatty()
     except (AttributeError, ValueError, OSError):  # closed, or not a real file
@@ -118,7 +121,7 @@ class Progress:
         self._running: dict[str, str] = {}  # deployment -> what it does now, in the order steps started
         # Not a terminal (a pipe, a log, the benchmarks): plain lines, and no rich to import (~20 ms of a run).
         stream = sys.stderr if to_stderr else sys.stdout
-        self._plain = not (_isatty(stream) or any(os.environ.get(v) for v in _FORCED_TERMINAL))
+        self._plain = not _terminal(stream)
 
     @property
     def console(self) -> Console:

@@ -89,16 +89,23 @@ class DockerRuntime:
 
     # -- observing -------------------------------------------------------
 
-    def observe(self, instance: str) -> Observed:
-        """One listing of this instance's containers and one of its images."""
+    @property
+    def speaks_socket(self) -> bool:
+        """True when the standard-library client reaches the engine (no docker SDK needed for listings)."""
+        return self._socket is not None
+
+    def listings(self, instance: str) -> tuple[list[dict], list[dict]]:
+        """This instance's containers (all, stopped too) and images, as Docker lists them (raw dicts)."""
         filters = {"label": L.instance_filter(instance)}
         if self._socket is not None:
-            raw_containers = self._read("/containers/json", all="1", filters=filters)
-            raw_images = self._read("/images/json", filters=filters)
-        else:
-            with self._guard():
-                raw_containers = self.api.containers(all=True, filters=filters)
-                raw_images = self.api.images(filters=filters)
+            return (self._read("/containers/json", all="1", filters=filters),
+                    self._read("/images/json", filters=filters))
+        with self._guard():
+            return self.api.containers(all=True, filters=filters), self.api.images(filters=filters)
+
+    def observe(self, instance: str) -> Observed:
+        """One listing of this instance's containers and one of its images."""
+        raw_containers, raw_images = self.listings(instance)
         return Observed.from_lists([Container.from_ps(c) for c in raw_containers],
                                    [Image.from_list(i) for i in raw_images])
 

@@ -681,7 +681,48 @@ def test_in_thread_runs_the_work_beside_the_caller_and_hands_back_its_error():
     assert in_thread(lambda: None)() is None
 
 
-def test_the_engine_removes_a_proven_trial_beside_the_swap(tmp_path):
+def test_a_rollout_removes_the_proven_trial_on_another_thread_once_the_final_one_serves(runtime, clock):
+    from gitops.deployer import in_thread
+
+    desired = make_desired()
+    _, old = add_old(runtime, desired)
+    deployer = make_deployer(runtime, clock, Probe())
+    deployer._background = in_thread  # as the engine makes it
+    result = rollout(deployer, desired, old)
+
+    trial, final = trial_and_final(runtime)
+    assert list(runtime.containers) == [final] == [result.container_id]
+    changes = runtime.changes()
+    assert changes.index(("remove", (trial,))) > changes.index(("start", (final,)))
+    runtime.assert_no_violations()
+
+
+class InterruptTrialRemoval(FakeRuntime):
+    """Ctrl-C lands while the proven trial is being removed (once)."""
+
+    interrupted = False
+
+    def remove(self, container_id: str) -> None:
+        found = self.containers.get(container_id)
+        if found is not None and is_candidate_name(found.name) and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        super().remove(container_id)
+
+
+def test_interrupt_while_the_trial_is_removed_cancels_the_rollout_and_the_old_one_serves(clock):
+    runtime = InterruptTrialRemoval(allow=ROLLOUT)
+    desired = make_desired()
+    old_fake, old = add_old(runtime, desired)
+    with pytest.raises(KeyboardInterrupt):
+        rollout(make_deployer(runtime, clock, Probe()), desired, old)
+    # A cancelled build says the running version was left as it was: so it is, and no trial is left.
+    assert list(runtime.containers) == [old.id]
+    assert (old_fake.name, old_fake.state) == ("web", "running")
+    runtime.assert_no_violations()
+
+
+def test_the_engine_removes_trials_on_another_thread(tmp_path):
     from gitops.config import Settings
     from gitops.deployer import in_thread
     from gitops.engine import Engine

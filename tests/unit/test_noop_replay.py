@@ -16,7 +16,10 @@ from types import SimpleNamespace
 import pytest
 
 from gitops import noop_replay
+from gitops.errors import DockerUnavailable
 from gitops.file_lock import FileLock
+from gitops.runtime.docker_runtime import DockerRuntime
+from gitops.runtime.socket_api import APIStatus
 from gitops.source import Revision
 
 
@@ -36,9 +39,10 @@ class Workspace:
         self.containers = [{"Id": "c1", "Names": ["/t_web"], "State": "running", "Status": "Up 5 seconds",
                             "Labels": {"dev.kalpana.instance": "t"}}]
         self.images = [{"Id": "sha256:1", "RepoTags": ["kalpana/t/web:1"], "Labels": {}, "Created": 1}]
-        monkeypatch.setattr(noop_replay, "_docker", lambda address, instance: [
-            sorted(({k: v for k, v in c.items() if k != "Status"} for c in self.containers), key=lambda c: c["Id"]),
-            [[i["Id"], i["RepoTags"], i["Labels"], i["Created"]] for i in self.images]])
+        # Docker's answers, raw: the fingerprint's own code reads them as it reads the engine's.
+        monkeypatch.setattr(DockerRuntime, "listings", lambda runtime, instance: (
+            [dict(c) for c in self.containers], [dict(i) for i in self.images]))
+        self.mp = monkeypatch
         monkeypatch.chdir(root)
         monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
         for name in list(os.environ):
@@ -83,10 +87,10 @@ def _touch_later(path: Path) -> None:
 CHANGES = {
     "config bytes": lambda ws: ws.config.write_text("instance: t\nstop_timeout: 3\n"),
     ".env beside the config": lambda ws: (ws.root / ".env").write_text("KALPANA_STOP_TIMEOUT=3\n"),
-    "a KALPANA_ variable": lambda ws: os.environ.__setitem__("KALPANA_STOP_TIMEOUT", "3"),
+    "a KALPANA_ variable": lambda ws: ws.mp.setenv("KALPANA_STOP_TIMEOUT", "3"),
     "the settings file reached through another directory": lambda ws: _relink_config(ws),
-    "TRAEFIK_BASE_URL": lambda ws: os.environ.__setitem__("TRAEFIK_BASE_URL", "example.com"),
-    "DOCKER_HOST": lambda ws: os.environ.__setitem__("DOCKER_HOST", "unix:///other.sock"),
+    "TRAEFIK_BASE_URL": lambda ws: ws.mp.setenv("TRAEFIK_BASE_URL", "example.com"),
+    "DOCKER_HOST": lambda ws: ws.mp.setenv("DOCKER_HOST", "unix:///other.sock"),
     "a deployment file's bytes": lambda ws: (ws.root / "deployments.d" / "web.yaml").write_text(
         "name: web\nsource: web\nport: 81\n"),
     "a new deployment file": lambda ws: (ws.root / "deployments.d" / "api.yaml").write_text("name: api\n"),
@@ -102,9 +106,9 @@ CHANGES = {
     "a new container": lambda ws: ws.containers.append({"Id": "c2", "State": "created"}),
     "a removed container": lambda ws: ws.containers.clear(),
     "an image": lambda ws: ws.images.clear(),
-    "the working directory": lambda ws: os.chdir(ws.root / "web"),
+    "the working directory": lambda ws: ws.mp.chdir(ws.root / "web"),
     "an env file outside the deployments directory": lambda ws: (ws.root / "web.env").write_text("GREETING=ho\n"),
-    "any other variable (a token_env, ${VAR} in an env file, GIT_*)": lambda ws: os.environ.__setitem__("RV_TOKEN", "1"),
+    "any other variable (a token_env, ${VAR} in an env file, GIT_*)": lambda ws: ws.mp.setenv("RV_TOKEN", "1"),
     "a build log's name": lambda ws: ((ws.root / ".kalpana" / "logs").mkdir(),
                                       (ws.root / ".kalpana" / "logs" / "orphan.log").write_text("")),
     "where a symlinked source leads": lambda ws: _relink(ws.root / "web", ws.root / "web2"),
@@ -255,10 +259,34 @@ def test_a_record_belongs_to_one_config_file_and_directory(ws, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text("instance: t\n")
     assert noop_replay.replay(str(other), as_json=False) is None
-    os.chdir(ws.root / "web")  # the same file, from elsewhere: the output's relative paths would differ
+    ws.mp.chdir(ws.root / "web")  # the same file, from elsewhere: the output's relative paths would differ
     assert noop_replay.replay(str(ws.config), as_json=False) is None
 
 
 def test_a_source_too_large_to_walk_is_never_recorded(ws, monkeypatch):
     monkeypatch.setattr(noop_replay, "MAX_ENTRIES", 1)
     assert not ws.record()
+
+
+@pytest.mark.parametrize("failure", [ConnectionRefusedError(111, "Connection refused"),
+                                     DockerUnavailable("Docker is not running"),
+                                     APIStatus(500, "server error")])
+def test_no_replay_when_docker_does_not_answer(ws, monkeypatch, failure):
+    assert ws.record()
+
+    def down(runtime, instance):
+        raise failure
+
+    monkeypatch.setattr(DockerRuntime, "listings", down)
+    assert noop_replay.replay(str(ws.config), as_json=False) is None  # the full apply then says what is wrong
+
+
+@pytest.mark.parametrize("value, off", [("1", True), ("true", True), ("0", False), ("", False), ("no", False)])
+def test_replays_are_turned_off_by_a_true_value(value, off):
+    assert noop_replay.disabled({noop_replay.DISABLE_ENV: value}) is off
+
+
+def test_a_record_that_is_not_an_object_is_no_replay(ws):
+    assert ws.record()
+    noop_replay.record_path(noop_replay.config_path(str(ws.config))).write_text("null")
+    assert noop_replay.replay(str(ws.config), as_json=False) is None
