@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -39,8 +38,6 @@ from gitops.runtime.protocol import ContainerConfig, Runtime
 from gitops.spec import Desired, HealthCheck, HealthKind
 
 Probe = Callable[[HealthCheck, int | None, str], tuple[bool, str]]  #: one health probe: (healthy, what was seen)
-#: Starts ``work``; the function it returns waits for it to end and gives its KalpanaError (None if it succeeded).
-Background = Callable[[Callable[[], None]], Callable[[], "KalpanaError | None"]]
 PortFree = Callable[[int, str], bool]  #: is this host port free on this address (routing.port_is_free)
 
 @dataclass
@@ -121,8 +118,7 @@ class Deployer:
     def __init__(self, runtime: Runtime, instance: str, *, stop_timeout: int = 10, log_tail: int = 20,
                  publish_address: str = routing.ANY_ADDRESS, probe: Probe = health.probe,
                  port_free: PortFree = routing.port_is_free, monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, workspace: str | None = None,
-                 background: Background | None = None):
+                 sleep: Callable[[float], None] = time.sleep, workspace: str | None = None):
         self.runtime = runtime
         self.instance = instance
         self.workspace = workspace
@@ -133,7 +129,6 @@ class Deployer:
         self.port_free = port_free  # the engine's plan asks the same question (routing.busy_ports)
         self._monotonic = monotonic
         self._sleep = sleep
-        self._background = background or inline
         # Subdomain mode (set by the engine when a base URL is configured): how routes look, and where they live.
         self.route: routing.RouteSettings | None = None
         self.routes: RouteTable | None = None
@@ -170,25 +165,30 @@ class Deployer:
         self._require_free(host_port, held)  # fail before the trial, not after it
         trial = self._trial(desired, config, on_phase)
         trial_seconds = self._monotonic() - started
-        # The proven trial is removed once the final container serves, not before the swap: its removal
-        # (~0.1 s) is then off the way to serving, and it does not run during the gap either, where
-        # Docker's work would slow the stop and start (measured: ~0.13 s longer gap when it did).
-        removals: list[Callable[[], KalpanaError | None]] = []
+        removed = False
 
         def serving() -> None:
-            # Waited for inside the swap: a Ctrl-C while it runs cancels the rollout like one a moment
-            # earlier (the old container comes back), so the record's "left as it was" stays true.
-            removals.append(self._background(lambda: self.runtime.remove(trial)))
-            removals[0]()
+            # The proven trial goes once the final container serves, not before the swap: its removal
+            # (~0.1 s) is then off the way to serving and out of the gap (removing it during the swap
+            # lengthened the gap by ~0.13 s, measured). Inside the swap, so that a Ctrl-C here restores
+            # the old container as one a moment earlier would, and the CANCELLED record stays true.
+            nonlocal removed
+            self._remove_trial(trial, desired, on_phase)
+            removed = True
 
         try:
             return self._swap(desired, config, old, host_port, held, route, route_host, started, trial_seconds,
                               on_phase, serving=serving)
         finally:
-            error = removals[0]() if removals else inline(lambda: self.runtime.remove(trial))()
-            if error is not None:  # the new version's fate does not hang on it: the next run's recovery removes it
-                on_phase(f"could not remove the trial container {L.candidate_name(self.instance, desired.name)}: "
-                         f"{error}; the next apply removes it")
+            if not removed:  # the swap failed or was interrupted first: the old container serves again
+                self._remove_trial(trial, desired, on_phase)
+
+    def _remove_trial(self, trial: str, desired: Desired, on_phase: Callable[[str], None]) -> None:
+        try:
+            self.runtime.remove(trial)
+        except KalpanaError as exc:  # the new version's fate does not hang on it: the next run's recovery removes it
+            on_phase(f"could not remove the trial container {L.candidate_name(self.instance, desired.name)}: "
+                     f"{exc}; the next apply removes it")
 
     def _swap(self, desired: Desired, config: ContainerConfig, old: Container | None, host_port: int | None,
               held: int | None, route: routing.RouteSettings | None, route_host: str | None, started: float,
@@ -408,32 +408,3 @@ class Deployer:
 def _nothing() -> None:
     pass
 
-
-def inline(work: Callable[[], None]) -> Callable[[], KalpanaError | None]:
-    """A ``Background`` that does the work right away (unit tests: every call in a fixed order)."""
-    error: KalpanaError | None = None
-    try:
-        work()
-    except KalpanaError as exc:
-        error = exc
-    return lambda: error
-
-
-def in_thread(work: Callable[[], None]) -> Callable[[], KalpanaError | None]:
-    """A ``Background`` on a thread of its own (the Docker calls of a rollout that need not wait for it)."""
-    errors: list[KalpanaError] = []
-
-    def run() -> None:
-        try:
-            work()
-        except KalpanaError as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="kalpana-background", daemon=True)
-    thread.start()
-
-    def wait() -> KalpanaError | None:
-        thread.join()
-        return errors[0] if errors else None
-
-    return wait

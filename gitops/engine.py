@@ -22,7 +22,7 @@ from gitops import labels as L
 from gitops import routing
 from gitops.builder import Builder
 from gitops.config import Settings
-from gitops.deployer import LOG_LINES, Deployer, in_thread
+from gitops.deployer import LOG_LINES, Deployer
 from gitops.build_logs import HistoryError
 from gitops.errors import (Cancelled, DockerUnavailable, ImageMissing, KalpanaError, LockTimeout, SourceError,
                            SpecError, UnknownDeployment)
@@ -89,7 +89,7 @@ class Engine:
         self._images = threading.Lock()  # pruning old images
         self.deployer = deployer or Deployer(runtime, self.instance, stop_timeout=settings.stop_timeout,
                                              log_tail=settings.log_tail, publish_address=settings.publish_address,
-                                             workspace=self.workspace, background=in_thread)
+                                             workspace=self.workspace)
         if self.deployer.workspace is None:  # an injected deployer (tests) labels containers the same way
             self.deployer.workspace = self.workspace
         # Subdomain mode (a base URL is set): routes live in the route directory Traefik watches.

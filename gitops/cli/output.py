@@ -44,7 +44,7 @@ def plain(markup: str) -> str:
     """The text rich prints for ``markup`` on a single line, without importing rich (emoji codes stay as written).
 
     Tags go, escaped brackets stay: the same reading as ``rich.markup.render``, so that a line
-    written plainly to a pipe says what the terminal shows (tests/unit/test_render_escape.py).
+    written plainly to a pipe says what the terminal shows (tests/unit/test_cli_output.py).
     """
     out: list[str] = []
     position = 0

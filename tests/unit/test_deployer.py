@@ -660,35 +660,10 @@ def test_a_port_another_deployment_keeps_is_busy_and_named(web_fields, expected)
         assert result == {}
 
 
-def test_in_thread_runs_the_work_beside_the_caller_and_hands_back_its_error():
-    import threading
-
-    from gitops.deployer import in_thread
-
-    go = threading.Event()
-    seen: list[str] = []
-
-    def work() -> None:
-        assert go.wait(5), "the caller never went on: the work blocked it"
-        seen.append(threading.current_thread().name)
-        raise KalpanaError("Docker refused")
-
-    wait = in_thread(work)
-    go.set()  # only reached because in_thread returned before the work ended
-    error = wait()
-    assert isinstance(error, KalpanaError) and str(error) == "Docker refused"
-    assert seen == ["kalpana-background"]
-    assert in_thread(lambda: None)() is None
-
-
-def test_a_rollout_removes_the_proven_trial_on_another_thread_once_the_final_one_serves(runtime, clock):
-    from gitops.deployer import in_thread
-
+def test_a_rollout_removes_the_proven_trial_once_the_final_one_serves(runtime, clock):
     desired = make_desired()
     _, old = add_old(runtime, desired)
-    deployer = make_deployer(runtime, clock, Probe())
-    deployer._background = in_thread  # as the engine makes it
-    result = rollout(deployer, desired, old)
+    result = rollout(make_deployer(runtime, clock, Probe()), desired, old)
 
     trial, final = trial_and_final(runtime)
     assert list(runtime.containers) == [final] == [result.container_id]
@@ -720,15 +695,3 @@ def test_interrupt_while_the_trial_is_removed_cancels_the_rollout_and_the_old_on
     assert list(runtime.containers) == [old.id]
     assert (old_fake.name, old_fake.state) == ("web", "running")
     runtime.assert_no_violations()
-
-
-def test_the_engine_removes_trials_on_another_thread(tmp_path):
-    from gitops.config import Settings
-    from gitops.deployer import in_thread
-    from gitops.engine import Engine
-    from gitops.events import Events
-    from gitops.history import History
-
-    settings = Settings(state_dir=tmp_path / "state", deployments_dir=tmp_path, config_dir=tmp_path)
-    engine = Engine(settings, FakeRuntime(), History(tmp_path / "state"), Events())
-    assert engine.deployer._background is in_thread
