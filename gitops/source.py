@@ -1,7 +1,8 @@
 """Where an application's files come from, and which revision they are at.
 
 The only module that imports ``git`` (GitPython), and the one git client:
-checkouts run their commands through it too. For a local directory
+checkouts run GitPython's git executable too, with their own process
+handling (``_run_git``: a cancelled fetch must stop git cleanly). For a local directory
 inside a git repository the revision is the last commit that touched that
 directory (so a monorepo rebuilds only what changed), with a marker and a
 content digest when the directory has uncommitted changes; outside git it
@@ -16,7 +17,7 @@ import os
 import re
 import shlex
 import shutil
-import time
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ JUNK_FILE = re.compile(r"(\.sw[a-px]|~|\.py[cod]|\.tmp)$|^\.#|^4913$|^\.DS_Store
 CONFIG_REPOSITORY = "config repository"  #: how the config repository is named beside deployments (e.g. unfetched)
 
 _GIT_TIMEOUT = 300  # seconds: past this a clone or fetch is stuck, not slow
+_GIT_STOP_GRACE = 5  # seconds git gets to stop (and remove its lock files) once asked to
 
 
 @dataclass(frozen=True)
@@ -301,10 +303,10 @@ class GitCheckout:
         except ImportError:  # GitPython refuses to import without a working git binary
             raise error(f"{failed} failed: git is not installed or not on PATH: install git") from None
         workdir = cwd or self.path
-        # GitPython runs a command whose directory is missing in the process's own directory
-        # instead, where a reset or clean would wreck whatever that directory holds.
+        # Said before git runs: started there, a missing directory would read as a missing git.
+        missing = f"{failed} failed: {workdir} does not exist or cannot be entered: check the state directory"
         if not (workdir.is_dir() and os.access(workdir, os.X_OK)):
-            raise error(f"{failed} failed: {workdir} does not exist or cannot be entered: check the state directory")
+            raise error(missing)
         command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE]
         secrets = [self._token] if self._token else []
         if self._token:
@@ -313,18 +315,14 @@ class GitCheckout:
             command += ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
             secrets.append(basic)
         command += list(args)
-        started = time.monotonic()
         try:
-            # with_exceptions=False: GitCommandError quotes the whole command line, and older
-            # GitPython does not redact the header in it; the status and stderr are all we need.
-            status, out, err = git.Git(workdir).execute(
-                command, env=self._env(), with_extended_output=True, with_exceptions=False,
-                kill_after_timeout=_GIT_TIMEOUT)
-        except git.GitCommandNotFound:
+            status, out, err = _run_git(command, workdir, {**os.environ, **_PLAIN_GIT, **self._env()})
+        except FileNotFoundError:
+            if not workdir.is_dir():  # removed meanwhile
+                raise error(missing) from None
             raise error(f"{failed} failed: git is not installed or not on PATH: install git") from None
-        if status != 0 and time.monotonic() - started >= _GIT_TIMEOUT:
-            # Killed by the watchdog; its stderr is GitPython's note quoting the command line.
-            raise error(f"{failed} took over {_GIT_TIMEOUT} s: is the remote reachable?")
+        except subprocess.TimeoutExpired:
+            raise error(f"{failed} took over {_GIT_TIMEOUT} s: is the remote reachable?") from None
         if status != 0:
             detail = mask_url(_git_reason((err or out).strip()) or f"exit {status}")
             for secret in secrets:
@@ -332,6 +330,38 @@ class GitCheckout:
             advice = _GIT_ADVICE if args[0] in ("clone", "fetch", "ls-remote") else ""
             raise error(f"{failed} failed: {detail}{advice}")
         return out
+
+
+#: git's messages in plain English, which ``_git_reason`` reads (as GitPython sets them too).
+_PLAIN_GIT = {"LANGUAGE": "C", "LC_ALL": "C"}
+
+
+def _run_git(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run one git command: (exit status, stdout, stderr); TimeoutExpired past ``_GIT_TIMEOUT``.
+
+    Not GitPython's ``execute``: its timeout is a watchdog thread that outlives a KeyboardInterrupt
+    (a cancelled run then waited for it at exit, and the daemon had to kill it), and it leaves git
+    running on. Here an interrupt or the timeout stops git with SIGTERM, on which git removes its
+    lock files (a killed ``reset`` would leave ``index.lock`` and fail every later one), then
+    waits for it briefly before SIGKILL.
+    """
+    with subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:
+        try:
+            out, err = process.communicate(timeout=_GIT_TIMEOUT)
+        except BaseException:  # TimeoutExpired, or KeyboardInterrupt: a cancelled run
+            process.terminate()
+            try:
+                process.wait(_GIT_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+    return process.returncode, _text(out), _text(err)
+
+
+def _text(output: bytes) -> str:
+    """A command's output as text, its final newline cut (as GitPython returns it)."""
+    return output.decode("utf-8", errors="replace").removesuffix("\n")
 
 
 #: What to do when a remote refused: the reason before it says which of these applies.

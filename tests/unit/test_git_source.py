@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.server
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -489,6 +490,56 @@ def test_a_git_command_past_the_timeout_is_killed_and_says_so(tmp_path, checkout
         assert "tok3n" not in str(caught.value) and TOKEN not in str(caught.value) and BASIC not in str(caught.value)
     finally:
         silent.close()
+
+
+def _git_children() -> list[int]:
+    """Processes whose parent is this one (the git commands a checkout runs)."""
+    mine = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            mine.append(int(entry.name))
+    return mine
+
+
+def test_an_interrupted_fetch_stops_git_and_leaves_no_thread_behind(remote, checkouts, no_proxy):
+    # The daemon cancels a superseded run with SIGTERM, mostly while it fetches. GitPython's timeout
+    # watchdog (a plain thread) outlived the KeyboardInterrupt: the cancelled run waited for it at exit
+    # until the daemon killed it 30 s later, and git went on fetching for nobody.
+    silent = socket.socket()  # a remote that accepts the connection and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    checkout = make_checkout(remote, checkouts)
+    checkout.url = f"http://127.0.0.1:{silent.getsockname()[1]}/org/app.git"
+    threads = set(threading.enumerate())
+    children = set(_git_children())
+    main = threading.main_thread().ident
+
+    def interrupt_while_git_waits() -> None:
+        deadline = time.monotonic() + 30
+        while not set(_git_children()) - children and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        signal.pthread_kill(main, signal.SIGINT)  # as a SIGTERM does in the worker: KeyboardInterrupt
+
+    helper = threading.Thread(target=interrupt_while_git_waits, daemon=True)
+    try:
+        helper.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            checkout.sync()
+        assert time.monotonic() - started < 20, "git was not stopped"
+        helper.join()
+        left = [t for t in set(threading.enumerate()) - threads if t.is_alive() and not t.daemon]
+        assert left == [], f"threads that keep the process from exiting: {left}"
+        assert set(_git_children()) - children == set(), "git still runs"
+    finally:
+        silent.close()
+    assert checkout.head() == remote.first
+    assert not list((checkout.path / ".git").rglob("*.lock")), "git left a lock file"
 
 
 def test_a_missing_checkout_never_runs_git_in_the_current_directory(remote, tmp_path, monkeypatch):
