@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gitops import interrupt
 from gitops import labels as L
 from gitops import routing
 from gitops.builder import Builder
@@ -475,9 +476,16 @@ class Engine:
         return [d.value for d in done]
 
     def _checkpoint(self) -> None:
-        """On a worker thread of a cancelled run: KeyboardInterrupt, the cancel path of a step."""
+        """KeyboardInterrupt, the cancel path of a step, when the run was cancelled.
+
+        On a worker thread: its pool's ``Cancel`` says so. On the main thread a Ctrl-C or SIGTERM
+        raises by itself, but Python drops that exception when it lands in a ``__del__``: the
+        process's mark (``gitops.interrupt``) catches it here.
+        """
         if self._cancel is not None:
             self._cancel.check()
+        else:
+            interrupt.check()
 
     def _routed(self, step: Step) -> bool:
         return bool(step.desired and step.desired.spec.enabled and step.action is not Action.REMOVE
@@ -648,6 +656,7 @@ class Engine:
         kept = " (the running version was left as it was)" if step.container else ""
         try:
             self.history.update(record.id, status=BuildStatus.BUILDING, started_at=now_iso())
+            self._checkpoint()  # a cancel that came before (while fetching, planning) stops it here
             return work(record, masker, durations)
         except KeyboardInterrupt:
             self._finish(record, BuildStatus.CANCELLED, f"cancelled: interrupted by Ctrl-C or SIGTERM{kept}", durations)

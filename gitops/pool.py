@@ -16,6 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
+from gitops import interrupt
+
 T = TypeVar("T")
 
 #: How often a worker waiting on a silent build looks at its Cancel (seconds).
@@ -23,7 +25,11 @@ _POLL = 0.05
 
 
 class Cancel:
-    """One run's cancel flag: set by the main thread, checked by the workers."""
+    """One run's cancel flag: set by the main thread, checked by the workers.
+
+    It is also set when the process was interrupted (``gitops.interrupt``) but the main thread never
+    saw its KeyboardInterrupt: Python drops one that lands in a ``__del__``.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -34,11 +40,11 @@ class Cancel:
 
     @property
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or interrupt.requested()
 
     def check(self) -> None:
         """A checkpoint: KeyboardInterrupt when the run was cancelled, as Ctrl-C would raise on the main thread."""
-        if self._event.is_set():
+        if self.is_set:
             raise KeyboardInterrupt
 
     def call(self, work: Callable[[], T], abandoned: Callable[[T], Any] | None = None) -> T:
@@ -72,7 +78,7 @@ class Cancel:
         threading.Thread(target=run, name="kalpana-call", daemon=True).start()
         while not done.wait(_POLL):
             with lock:
-                if self._event.is_set() and not done.is_set():
+                if self.is_set and not done.is_set():
                     box["left"] = True
                     raise KeyboardInterrupt
         if "error" in box:

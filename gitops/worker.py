@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from gitops import interrupt
 from gitops import worker_protocol as wire
 from gitops.build import BuildStatus, Trigger
 from gitops.events import DaemonError, Event, Events, JobFinished, JobStarted, StepFailed
@@ -458,7 +459,8 @@ def _interrupt(signum, frame) -> None:
     # own, or come twice) must not cut short the recording of the first and leave the build BUILDING.
     # A cancel that hangs is ended with SIGKILL by the daemon after CANCEL_GRACE.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    # Marked as well as raised: the one SIGTERM must not be lost where Python drops the exception.
+    interrupt.request()
 
 
 if __name__ == "__main__":

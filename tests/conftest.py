@@ -47,6 +47,15 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(autouse=True)
+def _no_interrupt_left() -> Iterator[None]:
+    """A test that delivers SIGTERM to this process marks it interrupted (``gitops.interrupt``): not the next test."""
+    from gitops import interrupt
+
+    yield
+    interrupt.clear()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test under tests/integration with ``docker``."""
     for item in items:

@@ -129,6 +129,8 @@ def main() -> None:
     # SIGTERM (systemd, CI timeouts, `kill`) gets what Ctrl-C gets: the build is recorded
     # CANCELLED and the old container restored, instead of a silent death mid-swap.
     signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the caller ignores it
+        signal.signal(signal.SIGINT, _interrupt)
     # A short-lived command: skip the full garbage collection the interpreter runs at exit
     # (about 0.1 s of a no-op apply); the long-running daemon never gets here until it stops.
     atexit.register(gc.freeze)
@@ -149,4 +151,6 @@ def long_running() -> None:
 
 
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    from gitops import interrupt
+
+    interrupt.request()  # raises KeyboardInterrupt, and marks the process (see gitops.interrupt)

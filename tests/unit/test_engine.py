@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 from fake_clock import FakeClock
+from dropped_interrupt import drop_an_interrupt, watch_unraisable
 from fake_runtime import BUILD, DEPLOY, METHODS, FakeRuntime
 
 from gitops import labels as L
@@ -323,6 +324,42 @@ def test_interrupted_build_is_recorded_cancelled_and_raises_cancelled(project, r
     assert build.error_message == "cancelled: interrupted by Ctrl-C or SIGTERM"
     assert project.history.statuses[build.id] == [BuildStatus.PENDING, BuildStatus.BUILDING, BuildStatus.CANCELLED]
     assert runtime.containers == {}
+
+
+def _drop_an_interrupt(monkeypatch) -> None:
+    dropped = watch_unraisable(monkeypatch)
+    drop_an_interrupt()
+    assert [type(e) for e in dropped] == [KeyboardInterrupt], "Python did not drop it: the test proves nothing"
+
+
+def test_an_interrupt_python_dropped_still_cancels_the_build_before_it_starts(project, runtime, monkeypatch):
+    # The daemon cancels a superseded run with one SIGTERM; lost while the run fetched, it built the obsolete commit.
+    project.write()
+    runtime.allow("observe", *BUILD)
+    _drop_an_interrupt(monkeypatch)
+
+    with pytest.raises(Cancelled):
+        project.engine.apply()
+
+    [build] = project.engine.builds("web")
+    assert project.history.statuses[build.id] == [BuildStatus.PENDING, BuildStatus.BUILDING, BuildStatus.CANCELLED]
+    assert "build" not in methods(runtime) and runtime.containers == {}
+
+
+def test_an_interrupt_python_dropped_still_cancels_a_redeploy_and_the_old_container_serves(project, runtime,
+                                                                                          monkeypatch):
+    project.deployed()
+    old = runtime.by_name(NAME)
+    project.write(start_command="sleep 1000")  # only a runtime field: a redeploy, no build
+    runtime.allow("observe", *DEPLOY)
+    _drop_an_interrupt(monkeypatch)
+
+    with pytest.raises(Cancelled):
+        project.engine.apply()
+
+    assert project.engine.builds("web")[0].status is BuildStatus.CANCELLED
+    assert list(runtime.containers) == [old.id] and (old.name, old.state) == (NAME, "running")
+    assert not [m for m, _ in runtime.changes() if m in ("create", "stop", "rename")]
 
 
 def test_failed_deploy_is_recorded_and_the_old_container_serves_again(project, runtime):

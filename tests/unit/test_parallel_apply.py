@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from dropped_interrupt import drop_an_interrupt, watch_unraisable
 from fake_runtime import BUILD, DEPLOY, METHODS, FakeRuntime
 from test_engine import INSTANCE, Project
 
@@ -288,6 +289,34 @@ def test_ctrl_c_cancels_every_step_in_flight(project, runtime):
     assert runtime.created == [], "no container was made"
     assert runtime.images == {}, "an abandoned build's image is removed when it appears"
     assert not any(isinstance(e, StepSucceeded) for e in project.events)
+
+
+def test_an_interrupt_python_dropped_still_cancels_every_step_in_flight(project, runtime, monkeypatch):
+    # The main thread never sees a KeyboardInterrupt (Python dropped it in a __del__): the workers
+    # must see the process's mark at their next checkpoint all the same.
+    runtime.silent_builds = True
+    dropped = watch_unraisable(monkeypatch)
+
+    def drop_when_all_build() -> None:
+        for _ in NAMES:
+            assert runtime.blocked_builds.acquire(timeout=REAL_TIMEOUT)
+        drop_an_interrupt()
+
+    helper = threading.Thread(target=drop_when_all_build)
+    helper.start()
+    try:
+        with pytest.raises(Cancelled):
+            project.engine.apply()
+    finally:
+        helper.join()
+        runtime.release_builds.set()
+    for thread in threading.enumerate():
+        if thread.name == "kalpana-call":
+            thread.join(REAL_TIMEOUT)
+
+    assert [type(e) for e in dropped] == [KeyboardInterrupt]
+    assert {project.history.list(name)[0].status for name in NAMES} == {BuildStatus.CANCELLED}
+    assert runtime.created == [] and runtime.images == {}
 
 
 def test_ctrl_c_restores_the_old_container_of_a_step_waiting_for_health(project, runtime):
