@@ -280,6 +280,10 @@ class Worker:
                         child.wait(CANCEL_GRACE)
                     except subprocess.TimeoutExpired:
                         child.kill()
+                        # Said, not silent: a hang here is a bug, and the next run waited for it.
+                        self.events.emit(DaemonError(None, f"the cancelled run (pid {child.pid}) did not stop "
+                                                     f"within {CANCEL_GRACE:g} s: killed; a build it left BUILDING "
+                                                     "is settled by the next run"))
                 return
 
     def _mark_cancelled(self, builds: set[str], reason: str) -> None:

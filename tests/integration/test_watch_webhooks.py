@@ -209,6 +209,8 @@ def test_a_burst_of_ten_pushes_gives_one_build_of_the_newest_commit(kalpana_proj
     others = [r for r in new if r["status"] != "SUCCESS"]
     assert all(r["status"] == "CANCELLED" for r in others), summary
     assert all("superseded by" in (r.get("error_message") or "") for r in others), summary
+    # Each superseded run stopped on its SIGTERM (at any point: fetching, building), none had to be killed.
+    assert [e["message"] for e in daemon.since(0, "error")] == []
 
 
 def test_push_during_a_build_supersedes_it(kalpana_project, site, start_daemon):

@@ -23,7 +23,7 @@ import pytest
 from gitops import worker as worker_module
 from gitops import worker_protocol as wire
 from gitops.build import BuildStatus, Trigger
-from gitops.events import Event, Events, JobFinished, JobStarted, LogLine, PhaseEntered
+from gitops.events import DaemonError, Event, Events, JobFinished, JobStarted, LogLine, PhaseEntered
 from gitops.history import History
 from gitops.queue import Job, Running
 from gitops.worker import FollowUp, Outcome, RunReport, Verdict, follow_up, judge
@@ -130,6 +130,30 @@ def test_a_cancel_sends_sigterm_and_the_cancelled_builds_say_why(tmp_path, monke
     record = history.get(build.id)
     assert record.status is BuildStatus.CANCELLED
     assert record.error_message == "superseded by ccccccc"
+
+
+def test_a_cancelled_child_that_does_not_stop_is_killed_after_the_grace_and_the_daemon_says_so(tmp_path,
+                                                                                                 monkeypatch):
+    child_script(monkeypatch, textwrap.dedent("""
+        import signal, sys, time
+        from gitops import worker_protocol as wire
+        from gitops.events import PhaseEntered
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a run stuck on its way out
+        sys.stdin.readline()
+        sys.stdout.write(wire.encode_event(PhaseEntered("web", "fetching")))
+        sys.stdout.flush()
+        time.sleep(60)
+    """))
+    monkeypatch.setattr(worker_module, "CANCEL_GRACE", 0.5)
+    worker, seen, _ = make_worker(tmp_path)
+    running = Running(JOB)
+    worker.events.subscribe(lambda event: isinstance(event, PhaseEntered) and running.cancel("superseded by c"))
+    finished = threading.Event()
+    threading.Thread(target=lambda: (worker.run(running), finished.set()), daemon=True).start()
+    assert finished.wait(30), "the stuck child was not killed"
+    [error] = [e for e in seen if isinstance(e, DaemonError)]
+    assert error.message.startswith(f"the cancelled run (pid {worker.last_pid}) did not stop within 0.5 s: killed")
+    assert seen[-1].cancelled == "superseded by c"
 
 
 def test_when_relaying_fails_the_child_is_killed_not_left_blocked(tmp_path, monkeypatch):
