@@ -12,11 +12,13 @@ is a content hash.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,7 +289,7 @@ class GitCheckout:
         return url
 
     def _env(self) -> dict[str, str]:
-        # Only what Kalpana changes: GitPython starts from os.environ and adds these on top.
+        # Only what Kalpana changes: ``_git`` starts from os.environ and adds these on top.
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
         if self._ssh_key:
             # git runs this through a shell: quoted, a key path can't smuggle in options or commands.
@@ -318,11 +320,16 @@ class GitCheckout:
         try:
             status, out, err = _run_git(command, workdir, {**os.environ, **_PLAIN_GIT, **self._env()})
         except FileNotFoundError:
-            if not workdir.is_dir():  # removed meanwhile
-                raise error(missing) from None
-            raise error(f"{failed} failed: git is not installed or not on PATH: install git") from None
+            status = None
         except subprocess.TimeoutExpired:
-            raise error(f"{failed} took over {_GIT_TIMEOUT} s: is the remote reachable?") from None
+            status = -1
+        # Raised out here: an exception raised while handling TimeoutExpired would carry the command
+        # line, and with it the token's header, as its context.
+        if status is None:
+            raise error(missing if not workdir.is_dir() else  # removed meanwhile
+                        f"{failed} failed: git is not installed or not on PATH: install git")
+        if status == -1:
+            raise error(f"{failed} took over {_GIT_TIMEOUT} s: is the remote reachable?")
         if status != 0:
             detail = mask_url(_git_reason((err or out).strip()) or f"exit {status}")
             for secret in secrets:
@@ -341,22 +348,30 @@ def _run_git(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, s
 
     Not GitPython's ``execute``: its timeout is a watchdog thread that outlives a KeyboardInterrupt
     (a cancelled run then waited for it at exit, and the daemon had to kill it), and it leaves git
-    running on. Here an interrupt or the timeout stops git with SIGTERM, on which git removes its
-    lock files (a killed ``reset`` would leave ``index.lock`` and fail every later one), then
-    waits for it briefly before SIGKILL.
+    running on. Here git runs in a process group of its own, with its helpers (``git-remote-http``,
+    ssh), and an interrupt or the timeout stops the whole group with SIGTERM, on which git removes
+    its lock files (a killed ``reset`` would leave ``index.lock`` and fail every later one); what
+    has not stopped after a few seconds gets SIGKILL.
     """
     with subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as process:
+                          stderr=subprocess.PIPE, process_group=0) as process:
         try:
             out, err = process.communicate(timeout=_GIT_TIMEOUT)
         except BaseException:  # TimeoutExpired, or KeyboardInterrupt: a cancelled run
-            process.terminate()
+            _signal_group(process.pid, signal.SIGTERM)
             try:
                 process.wait(_GIT_STOP_GRACE)
             except subprocess.TimeoutExpired:
-                process.kill()
+                pass
+            _signal_group(process.pid, signal.SIGKILL)  # helpers that outlived git, or git itself
+            process.wait()
             raise
     return process.returncode, _text(out), _text(err)
+
+
+def _signal_group(group: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signum)
 
 
 def _text(output: bytes) -> str:

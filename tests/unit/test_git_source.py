@@ -492,20 +492,24 @@ def test_a_git_command_past_the_timeout_is_killed_and_says_so(tmp_path, checkout
         silent.close()
 
 
-def _git_children() -> list[int]:
-    """Processes whose parent is this one (the git commands a checkout runs)."""
-    mine = []
+def _running_with(marker: str) -> dict[int, str]:
+    """Every process whose command line holds ``marker`` (a test remote's URL), by pid: the command line.
+
+    Not only this process's children: a helper git left behind is an orphan, adopted by init.
+    """
+    found: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-        except (OSError, ValueError):
-            continue
-        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
-            mine.append(int(entry.name))
-    return mine
+        if entry.name.isdigit():
+            try:
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in line:
+                found[int(entry.name)] = line
+    return found
 
 
-def test_an_interrupted_fetch_stops_git_and_leaves_no_thread_behind(remote, checkouts, no_proxy):
+def test_an_interrupted_fetch_stops_git_and_its_helpers_and_leaves_no_thread_behind(remote, checkouts, no_proxy):
     # The daemon cancels a superseded run with SIGTERM, mostly while it fetches. GitPython's timeout
     # watchdog (a plain thread) outlived the KeyboardInterrupt: the cancelled run waited for it at exit
     # until the daemon killed it 30 s later, and git went on fetching for nobody.
@@ -514,18 +518,23 @@ def test_an_interrupted_fetch_stops_git_and_leaves_no_thread_behind(remote, chec
     silent.listen(8)
     checkout = make_checkout(remote, checkouts)
     checkout.url = f"http://127.0.0.1:{silent.getsockname()[1]}/org/app.git"
+    marker = f"127.0.0.1:{silent.getsockname()[1]}/"
     threads = set(threading.enumerate())
-    children = set(_git_children())
     main = threading.main_thread().ident
+    fetching: list[dict[int, str]] = []
 
-    def interrupt_while_git_waits() -> None:
+    def interrupt_while_git_fetches() -> None:
         deadline = time.monotonic() + 30
-        while not set(_git_children()) - children and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            running = _running_with(marker)
+            # git and the HTTP helper it starts: the fetch is on the network, waiting.
+            if any("remote-http" in line for line in running.values()):
+                fetching.append(running)
+                break
             time.sleep(0.02)
-        time.sleep(0.2)
         signal.pthread_kill(main, signal.SIGINT)  # as a SIGTERM does in the worker: KeyboardInterrupt
 
-    helper = threading.Thread(target=interrupt_while_git_waits, daemon=True)
+    helper = threading.Thread(target=interrupt_while_git_fetches, daemon=True)
     try:
         helper.start()
         started = time.monotonic()
@@ -533,13 +542,30 @@ def test_an_interrupted_fetch_stops_git_and_leaves_no_thread_behind(remote, chec
             checkout.sync()
         assert time.monotonic() - started < 20, "git was not stopped"
         helper.join()
+        assert fetching, "the interrupt came before git was fetching: the test proves nothing"
+        assert any(" fetch " in line for line in fetching[0].values()), fetching
         left = [t for t in set(threading.enumerate()) - threads if t.is_alive() and not t.daemon]
         assert left == [], f"threads that keep the process from exiting: {left}"
-        assert set(_git_children()) - children == set(), "git still runs"
+        assert _running_with(marker) == {}, "git or one of its helpers still runs"
     finally:
         silent.close()
     assert checkout.head() == remote.first
     assert not list((checkout.path / ".git").rglob("*.lock")), "git left a lock file"
+
+
+def test_a_git_command_past_the_timeout_leaves_no_helper_running(checkouts, no_proxy, monkeypatch):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setattr(gitops.source, "_GIT_TIMEOUT", 1)
+    marker = f"127.0.0.1:{silent.getsockname()[1]}/"
+    checkout = GitCheckout(f"http://{marker}org/app.git", checkouts / "app", "main")
+    try:
+        with pytest.raises(SourceError, match="took over 1 s"):
+            checkout.clone()
+        assert _running_with(marker) == {}, "git or one of its helpers still runs"
+    finally:
+        silent.close()
 
 
 def test_a_missing_checkout_never_runs_git_in_the_current_directory(remote, tmp_path, monkeypatch):
