@@ -132,8 +132,9 @@ class Deployer:
         # Subdomain mode (set by the engine when a base URL is configured): how routes look, and where they live.
         self.route: routing.RouteSettings | None = None
         self.routes: RouteTable | None = None
-        # Set by the engine while steps run on worker threads: raises KeyboardInterrupt once the run is
-        # cancelled (signals reach the main thread only), so a health wait ends as Ctrl-C would end it.
+        # Set by the engine: raises KeyboardInterrupt once the run is cancelled (on a worker thread, which
+        # signals never reach; on the main thread, when Python dropped the signal's exception), so a
+        # health wait ends as Ctrl-C would end it.
         self.checkpoint: Callable[[], None] = _nothing
 
     def rollout(self, desired: Desired, image: str, *, build_id: str, revision: str, old: Container | None,

@@ -304,6 +304,7 @@ class Engine:
         """
         failed: list[str] = []
         for d in selected:
+            self._checkpoint()  # each fetch may take minutes: a cancelled run fetches no more
             source = d.spec.source
             if not (source and source.repo and d.spec.enabled) or (automatic and not d.spec.auto_rebuild):
                 continue
@@ -548,6 +549,7 @@ class Engine:
         return RoutesReport(rows, self.traefik_state())
 
     def _execute(self, step: Step, revision: Revision, trigger: Trigger, force: bool) -> Outcome:
+        self._checkpoint()  # a cancelled run starts no further step (stop, remove: steps without a record)
         self.events.emit(StepStarted(step.name, step.reason, action=step.action.value))
         try:
             if step.action in (Action.CREATE, Action.REBUILD):

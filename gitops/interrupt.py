@@ -13,28 +13,30 @@ there: the run's usual cancel path, at its next checkpoint at the latest.
 
 from __future__ import annotations
 
-import threading
-
-_requested = threading.Event()
+# A plain flag, not a threading.Event: a signal handler must not take a lock the interrupted code may
+# hold. Threads only read it.
+_requested = False
 
 
 def request() -> None:
     """Mark the process interrupted and raise KeyboardInterrupt (from a signal handler)."""
-    _requested.set()
+    global _requested
+    _requested = True
     raise KeyboardInterrupt
 
 
 def requested() -> bool:
     """Has a Ctrl-C or SIGTERM interrupted this process (whether or not its exception was seen)?"""
-    return _requested.is_set()
+    return _requested
 
 
 def check() -> None:
     """A checkpoint: KeyboardInterrupt if the process was interrupted."""
-    if _requested.is_set():
+    if _requested:
         raise KeyboardInterrupt
 
 
 def clear() -> None:
     """Forget an interrupt (tests: one process runs many cases)."""
-    _requested.clear()
+    global _requested
+    _requested = False

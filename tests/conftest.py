@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_interrupt_left() -> Iterator[None]:
-    """A test that delivers SIGTERM to this process marks it interrupted (``gitops.interrupt``): not the next test."""
+    """A test that interrupts this process (a signal, or ``interrupt.request`` itself) marks it: not the next test."""
     from gitops import interrupt
 
     yield

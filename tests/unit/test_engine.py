@@ -332,32 +332,38 @@ def _drop_an_interrupt(monkeypatch) -> None:
     assert [type(e) for e in dropped] == [KeyboardInterrupt], "Python did not drop it: the test proves nothing"
 
 
-def test_an_interrupt_python_dropped_still_cancels_the_build_before_it_starts(project, runtime, monkeypatch):
+@pytest.mark.parametrize("change", ["create", "redeploy", "stop"])
+def test_an_interrupt_python_dropped_before_a_step_starts_stops_the_run_there(project, runtime, monkeypatch, change):
     # The daemon cancels a superseded run with one SIGTERM; lost while the run fetched, it built the obsolete commit.
-    project.write()
-    runtime.allow("observe", *BUILD)
+    if change != "create":
+        project.deployed()
+    before = {c.id: (c.name, c.state) for c in runtime.containers.values()}
+    records = len(project.history.list("web"))
+    project.write(**{"create": {}, "redeploy": {"start_command": "sleep 1000"}, "stop": {"enabled": False}}[change])
+    runtime.allow("observe", *BUILD, *DEPLOY)
+    calls = len(runtime.changes())
     _drop_an_interrupt(monkeypatch)
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(KeyboardInterrupt):
         project.engine.apply()
 
-    [build] = project.engine.builds("web")
-    assert project.history.statuses[build.id] == [BuildStatus.PENDING, BuildStatus.BUILDING, BuildStatus.CANCELLED]
-    assert "build" not in methods(runtime) and runtime.containers == {}
+    assert [m for m, _ in runtime.changes()[calls:] if m != "load_sdk"] == [], "a step ran"
+    assert {c.id: (c.name, c.state) for c in runtime.containers.values()} == before
+    assert len(project.history.list("web")) == records, "a record was started"
 
 
-def test_an_interrupt_python_dropped_still_cancels_a_redeploy_and_the_old_container_serves(project, runtime,
-                                                                                          monkeypatch):
+def test_an_interrupt_python_dropped_as_a_step_starts_cancels_it_before_its_work(project, runtime, monkeypatch):
     project.deployed()
     old = runtime.by_name(NAME)
     project.write(start_command="sleep 1000")  # only a runtime field: a redeploy, no build
     runtime.allow("observe", *DEPLOY)
-    _drop_an_interrupt(monkeypatch)
+    project.engine.events.subscribe(lambda event: isinstance(event, StepStarted) and _drop_an_interrupt(monkeypatch))
 
     with pytest.raises(Cancelled):
         project.engine.apply()
 
-    assert project.engine.builds("web")[0].status is BuildStatus.CANCELLED
+    build = project.engine.builds("web")[0]
+    assert project.history.statuses[build.id] == [BuildStatus.PENDING, BuildStatus.BUILDING, BuildStatus.CANCELLED]
     assert list(runtime.containers) == [old.id] and (old.name, old.state) == (NAME, "running")
     assert not [m for m, _ in runtime.changes() if m in ("create", "stop", "rename")]
 
