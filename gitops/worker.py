@@ -17,6 +17,7 @@ import contextlib
 import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Callable
 
 from gitops import interrupt
 from gitops import worker_protocol as wire
-from gitops.build import BuildStatus, Trigger
+from gitops.build import BuildStatus, Trigger, now_iso
 from gitops.events import DaemonError, Event, Events, JobFinished, JobStarted, StepFailed
 from gitops.history import History
 from gitops.queue import Job, Running
@@ -191,6 +192,7 @@ class Worker:
         job = running.job
         self.events.emit(JobStarted(None, job.describe(), reasons=list(job.reasons), commit=job.commit))
         started = time.monotonic()
+        since = now_iso()
         try:
             worker = self._warm.take()
         except OSError as exc:
@@ -214,7 +216,8 @@ class Worker:
             raise
         self._after_run()
         if running.cancel_reason:
-            self._mark_cancelled(seen.builds, running.cancel_reason)
+            # Also the records it made before it said so: a cancel can land right after one is made.
+            self._mark_cancelled(seen.builds | self._made_by(child.pid, since, job), running.cancel_reason)
         ok = code == 0
         if running.cancel_reason:
             outcome, detail = "cancelled", running.cancel_reason
@@ -282,16 +285,35 @@ class Worker:
                         child.kill()
                         # Said, not silent: a hang here is a bug, and the next run waited for it.
                         self.events.emit(DaemonError(None, f"the cancelled run (pid {child.pid}) did not stop "
-                                                     f"within {CANCEL_GRACE:g} s: killed; a build it left BUILDING "
-                                                     "is settled by the next run"))
+                                                     f"within {CANCEL_GRACE:g} s: killed; the next run repairs "
+                                                     "what it left"))
                 return
 
+    def _made_by(self, pid: int, since: str, job: Job) -> set[str]:
+        """The build records the child ``pid`` made (or took over from ``job``) on this host since ``since``."""
+        host = socket.gethostname()
+        try:
+            builds = self.history.list()
+        except Exception:  # noqa: BLE001 - an unreadable history: the ids the child's events gave are all we have
+            return set()
+        reserved = set(job.builds.values())
+        return {b.id for b in builds
+                if b.pid == pid and b.host == host and (b.created_at >= since or b.id in reserved)}
+
     def _mark_cancelled(self, builds: set[str], reason: str) -> None:
-        """The child only knows it was interrupted; the record says why (e.g. "superseded by <sha>")."""
+        """The child only knows it was interrupted; the record says why (e.g. "superseded by <sha>").
+
+        A record the child left unfinished (killed, or interrupted while making it) is finished
+        CANCELLED here: the child is gone, nothing else would finish it before the next run.
+        """
         for build_id in builds:
             build = self.history.get(build_id)
-            if build and build.status is BuildStatus.CANCELLED:
+            if build is None:
+                continue
+            if build.status is BuildStatus.CANCELLED:
                 self.history.update(build_id, error_message=reason)
+            elif not build.status.finished:
+                self.history.finish(build_id, BuildStatus.CANCELLED, error_message=reason)
 
 
 @dataclass

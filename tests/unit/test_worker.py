@@ -132,20 +132,60 @@ def test_a_cancel_sends_sigterm_and_the_cancelled_builds_say_why(tmp_path, monke
     assert record.error_message == "superseded by ccccccc"
 
 
+def test_a_cancel_right_after_the_child_made_a_record_still_says_why_on_it(tmp_path, monkeypatch):
+    # The child makes its record and is cancelled before any event names it: the daemon finds it by pid.
+    worker, seen, history = make_worker(tmp_path)
+    older = history.new_build("web", Trigger.WEBHOOK, "rebuild", status=BuildStatus.CANCELLED,
+                              error_message="cancelled: interrupted by Ctrl-C or SIGTERM")
+    child_script(monkeypatch, textwrap.dedent(f"""
+        import signal, sys, time
+        from pathlib import Path
+        from gitops.build import BuildStatus, Trigger
+        from gitops.history import History
+        history = History(Path({str(history.state_dir)!r}))
+        sys.stdin.readline()
+        build = history.new_build("web", Trigger.WEBHOOK, "rebuild", status=BuildStatus.BUILDING)
+        def stop(signum, frame):
+            history.finish(build.id, BuildStatus.CANCELLED, error_message="cancelled: interrupted by Ctrl-C or SIGTERM")
+            sys.exit(130)
+        signal.signal(signal.SIGTERM, stop)
+        time.sleep(60)
+    """))
+    running = Running(JOB)
+    finished = threading.Event()
+    threading.Thread(target=lambda: (worker.run(running), finished.set()), daemon=True).start()
+    deadline = time.monotonic() + 30
+    while len(history.list("web")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # its SIGTERM handler is in place
+    running.cancel("superseded by ccccccc")
+    assert finished.wait(30), "the cancelled child was not stopped"
+
+    made = history.list("web")[0]
+    assert made.id != older.id and made.pid == worker.last_pid
+    assert (made.status, made.error_message) == (BuildStatus.CANCELLED, "superseded by ccccccc")
+    assert history.get(older.id).error_message == "cancelled: interrupted by Ctrl-C or SIGTERM", "not another run's"
+
+
 def test_a_cancelled_child_that_does_not_stop_is_killed_after_the_grace_and_the_daemon_says_so(tmp_path,
                                                                                                  monkeypatch):
-    child_script(monkeypatch, textwrap.dedent("""
+    worker, seen, history = make_worker(tmp_path)
+    child_script(monkeypatch, textwrap.dedent(f"""
         import signal, sys, time
+        from pathlib import Path
         from gitops import worker_protocol as wire
+        from gitops.build import BuildStatus, Trigger
         from gitops.events import PhaseEntered
+        from gitops.history import History
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a run stuck on its way out
         sys.stdin.readline()
+        History(Path({str(history.state_dir)!r})).new_build("web", Trigger.WEBHOOK, "rebuild",
+                                                             status=BuildStatus.BUILDING)
         sys.stdout.write(wire.encode_event(PhaseEntered("web", "fetching")))
         sys.stdout.flush()
         time.sleep(60)
     """))
     monkeypatch.setattr(worker_module, "CANCEL_GRACE", 0.5)
-    worker, seen, _ = make_worker(tmp_path)
     running = Running(JOB)
     worker.events.subscribe(lambda event: isinstance(event, PhaseEntered) and running.cancel("superseded by c"))
     finished = threading.Event()
@@ -154,6 +194,9 @@ def test_a_cancelled_child_that_does_not_stop_is_killed_after_the_grace_and_the_
     [error] = [e for e in seen if isinstance(e, DaemonError)]
     assert error.message.startswith(f"the cancelled run (pid {worker.last_pid}) did not stop within 0.5 s: killed")
     assert seen[-1].cancelled == "superseded by c"
+    # Nothing else would finish the record it left BUILDING before the next run: the daemon does, saying why.
+    [left] = history.list("web")
+    assert (left.status, left.error_message) == (BuildStatus.CANCELLED, "superseded by c")
 
 
 def test_when_relaying_fails_the_child_is_killed_not_left_blocked(tmp_path, monkeypatch):
