@@ -258,16 +258,23 @@ def test_host_ports_stay_unique_when_steps_choose_them_at_once(project, runtime,
     assert sorted(history.assigned_ports().values()) == sorted(ports)
 
 
-def test_ctrl_c_cancels_every_step_in_flight(project, runtime):
+@pytest.mark.parametrize("interrupt", ["ctrl-c", "dropped"])
+def test_ctrl_c_cancels_every_step_in_flight(project, runtime, monkeypatch, interrupt):
     # Three builds block without printing (a silent RUN); Ctrl-C lands on the main thread, which
     # only waits: every record must end CANCELLED, no container may be made, no image left.
+    # "dropped": Python dropped the KeyboardInterrupt (it landed in a __del__) and the main thread
+    # never saw it; the workers must see the process's mark at their next checkpoint all the same.
     runtime.silent_builds = True
     main = threading.main_thread().ident
+    dropped = watch_unraisable(monkeypatch)
 
     def interrupt_when_all_build() -> None:
         for _ in NAMES:
             assert runtime.blocked_builds.acquire(timeout=REAL_TIMEOUT)
-        signal.pthread_kill(main, signal.SIGINT)
+        if interrupt == "ctrl-c":
+            signal.pthread_kill(main, signal.SIGINT)
+        else:
+            drop_an_interrupt()
 
     helper = threading.Thread(target=interrupt_when_all_build)
     helper.start()
@@ -281,6 +288,7 @@ def test_ctrl_c_cancels_every_step_in_flight(project, runtime):
         if thread.name == "kalpana-call":
             thread.join(REAL_TIMEOUT)
 
+    assert [type(e) for e in dropped] == ([KeyboardInterrupt] if interrupt == "dropped" else [])
     for name in NAMES:
         assert name in str(raised.value)
         [build] = project.history.list(name)
@@ -289,34 +297,6 @@ def test_ctrl_c_cancels_every_step_in_flight(project, runtime):
     assert runtime.created == [], "no container was made"
     assert runtime.images == {}, "an abandoned build's image is removed when it appears"
     assert not any(isinstance(e, StepSucceeded) for e in project.events)
-
-
-def test_an_interrupt_python_dropped_still_cancels_every_step_in_flight(project, runtime, monkeypatch):
-    # The main thread never sees a KeyboardInterrupt (Python dropped it in a __del__): the workers
-    # must see the process's mark at their next checkpoint all the same.
-    runtime.silent_builds = True
-    dropped = watch_unraisable(monkeypatch)
-
-    def drop_when_all_build() -> None:
-        for _ in NAMES:
-            assert runtime.blocked_builds.acquire(timeout=REAL_TIMEOUT)
-        drop_an_interrupt()
-
-    helper = threading.Thread(target=drop_when_all_build)
-    helper.start()
-    try:
-        with pytest.raises(Cancelled):
-            project.engine.apply()
-    finally:
-        helper.join()
-        runtime.release_builds.set()
-    for thread in threading.enumerate():
-        if thread.name == "kalpana-call":
-            thread.join(REAL_TIMEOUT)
-
-    assert [type(e) for e in dropped] == [KeyboardInterrupt]
-    assert {project.history.list(name)[0].status for name in NAMES} == {BuildStatus.CANCELLED}
-    assert runtime.created == [] and runtime.images == {}
 
 
 def test_ctrl_c_restores_the_old_container_of_a_step_waiting_for_health(project, runtime):
