@@ -20,9 +20,11 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gitops import interrupt
 from gitops.errors import SourceError
 from gitops.masking import mask_url
 from gitops.spec import SourceSpec
@@ -39,6 +41,7 @@ CONFIG_REPOSITORY = "config repository"  #: how the config repository is named b
 
 _GIT_TIMEOUT = 300  # seconds: past this a clone or fetch is stuck, not slow
 _GIT_STOP_GRACE = 5  # seconds git gets to stop (and remove its lock files) once asked to
+_GIT_LOOK = 0.5  # seconds between looks at the process's interrupt mark while git runs
 
 
 @dataclass(frozen=True)
@@ -317,18 +320,19 @@ class GitCheckout:
             command += ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
             secrets.append(basic)
         command += list(args)
+        not_found = timed_out = False
         try:
             status, out, err = _run_git(command, workdir, {**os.environ, **_PLAIN_GIT, **self._env()})
         except FileNotFoundError:
-            status = None
+            not_found = True
         except subprocess.TimeoutExpired:
-            status = -1
+            timed_out = True
         # Raised out here: an exception raised while handling TimeoutExpired would carry the command
         # line, and with it the token's header, as its context.
-        if status is None:
+        if not_found:
             raise error(missing if not workdir.is_dir() else  # removed meanwhile
                         f"{failed} failed: git is not installed or not on PATH: install git")
-        if status == -1:
+        if timed_out:
             raise error(f"{failed} took over {_GIT_TIMEOUT} s: is the remote reachable?")
         if status != 0:
             detail = mask_url(_git_reason((err or out).strip()) or f"exit {status}")
@@ -348,30 +352,77 @@ def _run_git(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, s
 
     Not GitPython's ``execute``: its timeout is a watchdog thread that outlives a KeyboardInterrupt
     (a cancelled run then waited for it at exit, and the daemon had to kill it), and it leaves git
-    running on. Here git runs in a process group of its own, with its helpers (``git-remote-http``,
-    ssh), and an interrupt or the timeout stops the whole group with SIGTERM, on which git removes
-    its lock files (a killed ``reset`` would leave ``index.lock`` and fail every later one); what
-    has not stopped after a few seconds gets SIGKILL.
+    running on. Here an interrupt (also one Python dropped: ``gitops.interrupt``, looked at twice a
+    second) or the timeout stops git and what it started (``git-remote-http``, ssh) with SIGTERM,
+    on which git removes its lock files (a killed ``reset`` would leave ``index.lock`` and fail
+    every later one); what has not stopped after a few seconds gets SIGKILL. git stays in the
+    caller's process group: a terminal's Ctrl-C reaches it, ssh may still ask on the terminal,
+    and the daemon's kill of a run's process group takes git with it.
     """
     with subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, process_group=0) as process:
+                          stderr=subprocess.PIPE) as process:
+        deadline = time.monotonic() + _GIT_TIMEOUT
         try:
-            out, err = process.communicate(timeout=_GIT_TIMEOUT)
+            while True:
+                try:
+                    out, err = process.communicate(timeout=max(0.0, min(_GIT_LOOK, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:  # retrying loses no output
+                    if time.monotonic() >= deadline:
+                        raise
+                    interrupt.check()
         except BaseException:  # TimeoutExpired, or KeyboardInterrupt: a cancelled run
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(_GIT_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(process.pid, signal.SIGKILL)  # helpers that outlived git, or git itself
-            process.wait()
+            _stop(process)
             raise
     return process.returncode, _text(out), _text(err)
 
 
-def _signal_group(group: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signum)
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to ``process`` and its descendants, SIGKILL to those still there after the grace; reaped."""
+    tree = _process_tree(process.pid)
+    for pid, _ in tree:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    try:
+        process.wait(_GIT_STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:  # also when a second Ctrl-C cuts the grace short
+        for pid, started in tree:
+            if _start_time(pid) == started:  # still that process (an orphan now, perhaps), not a new one
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        process.wait()
+
+
+def _process_tree(root: int) -> list[tuple[int, str | None]]:
+    """``root`` and its descendants with their start times (Linux's /proc; elsewhere ``root`` alone)."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                parent = _stat_field(int(name), 1)
+                if parent is not None:
+                    children.setdefault(int(parent), []).append(int(name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append((pid, _start_time(pid)))
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def _start_time(pid: int) -> str | None:
+    return _stat_field(pid, 19)
+
+
+def _stat_field(pid: int, index: int) -> str | None:
+    """Field ``index`` of /proc/PID/stat counted after the command name (1: parent pid, 19: start time)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[index].decode()
+    except (OSError, IndexError):
+        return None
 
 
 def _text(output: bytes) -> str:

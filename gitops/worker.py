@@ -282,7 +282,8 @@ class Worker:
                     try:
                         child.wait(CANCEL_GRACE)
                     except subprocess.TimeoutExpired:
-                        child.kill()
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(child.pid, signal.SIGKILL)  # its own session: git and all it started too
                         # Said, not silent: a hang here is a bug, and the next run waited for it.
                         self.events.emit(DaemonError(None, f"the cancelled run (pid {child.pid}) did not stop "
                                                      f"within {CANCEL_GRACE:g} s: killed; the next run repairs "
@@ -306,14 +307,19 @@ class Worker:
         A record the child left unfinished (killed, or interrupted while making it) is finished
         CANCELLED here: the child is gone, nothing else would finish it before the next run.
         """
-        for build_id in builds:
-            build = self.history.get(build_id)
-            if build is None:
-                continue
-            if build.status is BuildStatus.CANCELLED:
-                self.history.update(build_id, error_message=reason)
-            elif not build.status.finished:
-                self.history.finish(build_id, BuildStatus.CANCELLED, error_message=reason)
+        try:
+            found = self.history.by_ids(builds)
+        except Exception as exc:  # noqa: BLE001 - the records then keep what the child wrote
+            self.events.emit(DaemonError(None, f"could not record why the cancelled run's builds ended: {exc}"))
+            return
+        for build in found.values():
+            try:
+                if build.status is BuildStatus.CANCELLED:
+                    self.history.update(build.id, error_message=reason)
+                elif not build.status.finished:
+                    self.history.finish(build.id, BuildStatus.CANCELLED, error_message=reason)
+            except Exception as exc:  # noqa: BLE001 - pruned meanwhile, or the history is locked: one record
+                self.events.emit(DaemonError(None, f"could not record why build {build.id} ended: {exc}"))
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dropped_interrupt import drop_an_interrupt, watch_unraisable
 
 from gitops.errors import SourceError
 import gitops.source
@@ -509,10 +510,14 @@ def _running_with(marker: str) -> dict[int, str]:
     return found
 
 
-def test_an_interrupted_fetch_stops_git_and_its_helpers_and_leaves_no_thread_behind(remote, checkouts, no_proxy):
+@pytest.mark.parametrize("interrupt", ["signal", "dropped"])
+def test_an_interrupted_fetch_stops_git_and_its_helpers_and_leaves_no_thread_behind(remote, checkouts, no_proxy,
+                                                                                    monkeypatch, interrupt):
     # The daemon cancels a superseded run with SIGTERM, mostly while it fetches. GitPython's timeout
     # watchdog (a plain thread) outlived the KeyboardInterrupt: the cancelled run waited for it at exit
-    # until the daemon killed it 30 s later, and git went on fetching for nobody.
+    # until the daemon killed it 30 s later, and git went on fetching for nobody. "dropped": Python
+    # lost the KeyboardInterrupt (in a __del__); the process's mark must stop the fetch all the same.
+    dropped = watch_unraisable(monkeypatch)
     silent = socket.socket()  # a remote that accepts the connection and never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
@@ -532,7 +537,10 @@ def test_an_interrupted_fetch_stops_git_and_its_helpers_and_leaves_no_thread_beh
                 fetching.append(running)
                 break
             time.sleep(0.02)
-        signal.pthread_kill(main, signal.SIGINT)  # as a SIGTERM does in the worker: KeyboardInterrupt
+        if interrupt == "signal":
+            signal.pthread_kill(main, signal.SIGINT)  # as a SIGTERM does in the worker: KeyboardInterrupt
+        else:
+            drop_an_interrupt()
 
     helper = threading.Thread(target=interrupt_while_git_fetches, daemon=True)
     try:
@@ -543,6 +551,7 @@ def test_an_interrupted_fetch_stops_git_and_its_helpers_and_leaves_no_thread_beh
         assert time.monotonic() - started < 20, "git was not stopped"
         helper.join()
         assert fetching, "the interrupt came before git was fetching: the test proves nothing"
+        assert [type(e) for e in dropped] == ([KeyboardInterrupt] if interrupt == "dropped" else [])
         assert any(" fetch " in line for line in fetching[0].values()), fetching
         left = [t for t in set(threading.enumerate()) - threads if t.is_alive() and not t.daemon]
         assert left == [], f"threads that keep the process from exiting: {left}"
