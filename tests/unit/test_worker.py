@@ -24,6 +24,7 @@ from gitops import worker as worker_module
 from gitops import worker_protocol as wire
 from gitops.build import BuildStatus, Trigger
 from gitops.events import DaemonError, Event, Events, JobFinished, JobStarted, LogLine, PhaseEntered
+from gitops.build_logs import HistoryError
 from gitops.history import History
 from gitops.queue import Job, Running
 from gitops.worker import FollowUp, Outcome, RunReport, Verdict, follow_up, judge
@@ -165,6 +166,39 @@ def test_a_cancel_right_after_the_child_made_a_record_still_says_why_on_it(tmp_p
     assert made.id != older.id and made.pid == worker.last_pid
     assert (made.status, made.error_message) == (BuildStatus.CANCELLED, "superseded by ccccccc")
     assert history.get(older.id).error_message == "cancelled: interrupted by Ctrl-C or SIGTERM", "not another run's"
+
+
+def test_a_history_that_fails_while_a_cancel_is_recorded_is_reported_not_raised(tmp_path, monkeypatch):
+    worker, seen, history = make_worker(tmp_path)
+    child_script(monkeypatch, textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from gitops.build import BuildStatus, Trigger
+        from gitops.history import History
+        sys.stdin.readline()
+        History(Path({str(history.state_dir)!r})).new_build("web", Trigger.WEBHOOK, "rebuild",
+                                                             status=BuildStatus.BUILDING)
+        time.sleep(60)
+    """))
+
+    def locked(ids):
+        raise HistoryError("the history is locked by another process")
+
+    monkeypatch.setattr(history, "by_ids", locked)
+    running = Running(JOB)
+    verdicts = []
+    thread = threading.Thread(target=lambda: verdicts.append(worker.run(running)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not history.list("web") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    running.cancel("superseded by ccccccc")
+    thread.join(30)
+    assert verdicts == [Verdict(Outcome.CANCELLED)], "the worker thread must not die on it"
+    [error] = [e for e in seen if isinstance(e, DaemonError)]
+    assert error.message == ("could not record why the cancelled run's builds ended: "
+                             "the history is locked by another process")
+    assert seen[-1].cancelled == "superseded by ccccccc"
 
 
 def test_a_cancelled_child_that_does_not_stop_is_killed_after_the_grace_and_the_daemon_says_so(tmp_path,
