@@ -379,8 +379,9 @@ def _run_git(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, s
 
 def _stop(process: subprocess.Popen) -> None:
     """SIGTERM to ``process`` and its descendants, SIGKILL to those still there after the grace; reaped."""
-    tree = _process_tree(process.pid)
-    for pid, _ in tree:
+    descendants = _process_tree(process.pid)[1:]
+    process.terminate()  # git itself through Popen: never a reused pid once it was reaped
+    for pid, _ in descendants:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
     try:
@@ -388,8 +389,10 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         pass
     finally:  # also when a second Ctrl-C cuts the grace short
-        for pid, started in tree:
-            if _start_time(pid) == started:  # still that process (an orphan now, perhaps), not a new one
+        process.kill()
+        for pid, started in descendants:
+            # Still that process (an orphan now, perhaps), not a new one that was given its pid.
+            if started is not None and _start_time(pid) == started:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
         process.wait()
