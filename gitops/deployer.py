@@ -408,4 +408,3 @@ class Deployer:
 
 def _nothing() -> None:
     pass
-

@@ -217,7 +217,7 @@ class Worker:
         self._after_run()
         if running.cancel_reason:
             # Also the records it made before it said so: a cancel can land right after one is made.
-            self._mark_cancelled(seen.builds | self._made_by(child.pid, since, job), running.cancel_reason)
+            self._mark_cancelled(seen.builds, child.pid, since, job, running.cancel_reason)
         ok = code == 0
         if running.cancel_reason:
             outcome, detail = "cancelled", running.cancel_reason
@@ -290,29 +290,23 @@ class Worker:
                                                      "what it left"))
                 return
 
-    def _made_by(self, pid: int, since: str, job: Job) -> set[str]:
-        """The build records the child ``pid`` made (or took over from ``job``) on this host since ``since``."""
-        host = socket.gethostname()
-        try:
-            builds = self.history.list()
-        except Exception:  # noqa: BLE001 - an unreadable history: the ids the child's events gave are all we have
-            return set()
-        reserved = set(job.builds.values())
-        return {b.id for b in builds
-                if b.pid == pid and b.host == host and (b.created_at >= since or b.id in reserved)}
+    def _mark_cancelled(self, seen: set[str], pid: int, since: str, job: Job, reason: str) -> None:
+        """The child only knows it was interrupted; its records say why (e.g. "superseded by <sha>").
 
-    def _mark_cancelled(self, builds: set[str], reason: str) -> None:
-        """The child only knows it was interrupted; the record says why (e.g. "superseded by <sha>").
-
-        A record the child left unfinished (killed, or interrupted while making it) is finished
-        CANCELLED here: the child is gone, nothing else would finish it before the next run.
+        Its records: those its events named, and those it made (or took over from ``job``) on this host
+        since ``since`` (a cancel can land right after one is made, before any event names it). A record
+        the child left unfinished (killed, or interrupted while making it) is finished CANCELLED here:
+        the child is gone, nothing else would finish it before the next run.
         """
+        host = socket.gethostname()
+        reserved = set(job.builds.values())
         try:
-            found = self.history.by_ids(builds)
+            found = [b for b in self.history.list() if b.id in seen or (
+                b.pid == pid and b.host == host and (b.created_at >= since or b.id in reserved))]
         except Exception as exc:  # noqa: BLE001 - the records then keep what the child wrote
             self.events.emit(DaemonError(None, f"could not record why the cancelled run's builds ended: {exc}"))
             return
-        for build in found.values():
+        for build in found:
             try:
                 if build.status is BuildStatus.CANCELLED:
                     self.history.update(build.id, error_message=reason)

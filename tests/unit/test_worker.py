@@ -181,10 +181,9 @@ def test_a_history_that_fails_while_a_cancel_is_recorded_is_reported_not_raised(
         time.sleep(60)
     """))
 
-    def locked(ids):
+    def locked(*args, **kwargs):
         raise HistoryError("the history is locked by another process")
 
-    monkeypatch.setattr(history, "by_ids", locked)
     running = Running(JOB)
     verdicts = []
     thread = threading.Thread(target=lambda: verdicts.append(worker.run(running)), daemon=True)
@@ -192,6 +191,7 @@ def test_a_history_that_fails_while_a_cancel_is_recorded_is_reported_not_raised(
     deadline = time.monotonic() + 30
     while not history.list("web") and time.monotonic() < deadline:
         time.sleep(0.02)
+    monkeypatch.setattr(history, "list", locked)
     running.cancel("superseded by ccccccc")
     thread.join(30)
     assert verdicts == [Verdict(Outcome.CANCELLED)], "the worker thread must not die on it"
